@@ -1,0 +1,16 @@
+"""Sets of choices, defined once for the command line, the library and the docs."""
+
+TASKS = (2, 6, 19)
+"""Classification tasks by number of classes."""
+
+QUANTIZE_MODES = ("none", "float16", "dynamic", "int8")
+"""``none`` keeps float32; ``dynamic`` quantizes weights only; ``int8`` is full-integer."""
+
+IO_TYPES = ("int8", "float")
+"""Input and output tensor types of an ``int8`` model."""
+
+TARGETS = ("rpi", "coral")
+"""Devices that ``ids-edge bundle`` prepares a folder for."""
+
+SCHEMAS = ("v45", "v39")
+"""CICIoMT2024 CSV column schemas: the first release (45 features) and the revised one (39)."""

@@ -1,0 +1,53 @@
+"""The 1D-CNN intrusion detector: two Conv1D/MaxPooling1D stages, then two Dense layers."""
+
+import dataclasses
+
+from ids_edge._tf import import_tensorflow
+
+
+@dataclasses.dataclass
+class TrainingOptions:
+    """Training hyperparameters; the defaults are the published model's."""
+
+    epochs: int = 10
+    batch_size: int = 32
+    learning_rate: float = 0.001
+    patience: int = 3
+    validation_fraction: float = 0.2
+    seed: int = 0
+    max_rows_per_class: int | None = None
+
+
+def build_model(feature_count, class_count, learning_rate=0.001):
+    """Build and compile the CNN for inputs of shape ``(feature_count, 1)``.
+
+    Conv1D 32 (kernel 3, ReLU) -> MaxPooling1D 2 -> Conv1D 64 (kernel 3, ReLU) -> MaxPooling1D 2
+    -> Flatten -> Dense 128 ReLU -> Dense ``class_count`` softmax; Adam and categorical
+    cross-entropy.
+    """
+    _, keras = import_tensorflow()
+    layers = keras.layers
+    model = keras.Sequential(
+        [
+            layers.Input(shape=(feature_count, 1), name="features"),
+            layers.Conv1D(32, 3, activation="relu", name="conv1"),
+            layers.MaxPooling1D(2, name="pool1"),
+            layers.Conv1D(64, 3, activation="relu", name="conv2"),
+            layers.MaxPooling1D(2, name="pool2"),
+            layers.Flatten(name="flatten"),
+            layers.Dense(128, activation="relu", name="dense"),
+            layers.Dense(class_count, activation="softmax", name="classes"),
+        ],
+        name="ids_edge_cnn",
+    )
+    model.compile(
+        optimizer=keras.optimizers.Adam(learning_rate=learning_rate),
+        loss="categorical_crossentropy",
+        metrics=["accuracy"],
+    )
+    return model
+
+
+def min_feature_count():
+    """Return the fewest features the architecture accepts (two valid convolutions and poolings)."""
+    return 10

@@ -1,0 +1,143 @@
+"""Run directories: what ``ids-edge train`` writes and ``export``, ``bench`` and ``firmware`` read.
+
+A run directory holds ``run.json`` (format, task, schema, class and feature names, data source,
+options, data report, versions), ``preprocessing.json``, ``model.keras`` (tf_keras), the training
+history as CSV and JSON, and ``evaluation/`` with the Keras model's test metrics.
+"""
+
+import dataclasses
+import hashlib
+import json
+import pathlib
+import platform
+
+import numpy as np
+
+from ids_edge import __version__, data
+from ids_edge.errors import IdsEdgeError
+from ids_edge.preprocess import Preprocessor
+
+RUN_FORMAT = "ids-edge-run"
+RUN_FORMAT_VERSION = 1
+
+
+@dataclasses.dataclass
+class DataSource:
+    """Where a run's data came from, so that ``export`` can load the same splits again."""
+
+    kind: str  # "sample", "official" or "generic"
+    path: str | None = None
+    label_column: str | None = None
+    test_fraction: float = 0.2
+
+    def load(self, task, validation_fraction, seed, max_rows_per_class, path_override=None):
+        """Load the dataset this source describes; ``path_override`` replaces a moved folder."""
+        path = path_override or self.path
+        if self.kind == "sample":
+            return data.load_sample(task, validation_fraction=validation_fraction, seed=seed)
+        if self.kind == "official":
+            return data.load_official(path, task, validation_fraction, seed, max_rows_per_class)
+        return data.load_generic(path, self.label_column, validation_fraction, self.test_fraction, seed, max_rows_per_class)
+
+
+def dataset_fingerprint(dataset):
+    """Return a SHA-256 over every split's features and labels, to detect changed data."""
+    digest = hashlib.sha256()
+    for split in (dataset.train, dataset.validation, dataset.test):
+        digest.update(np.ascontiguousarray(split.features, dtype=np.float64).tobytes())
+        digest.update(np.ascontiguousarray(split.labels, dtype=np.int64).tobytes())
+    return digest.hexdigest()
+
+
+def package_versions():
+    """Return the versions of Python and of the packages that shape a model."""
+    from importlib import metadata as importlib_metadata
+
+    versions = {"python": platform.python_version(), "ids_edge": __version__}
+    for package in ("tensorflow", "tf_keras", "tensorflow-model-optimization", "numpy", "ai-edge-litert"):
+        try:
+            versions[package] = importlib_metadata.version(package)
+        except importlib_metadata.PackageNotFoundError:
+            versions[package] = None
+    return versions
+
+
+@dataclasses.dataclass
+class Run:
+    """A loaded run directory."""
+
+    path: pathlib.Path
+    info: dict
+    preprocessor: Preprocessor
+
+    @property
+    def class_names(self):
+        return list(self.info["class_names"])
+
+    @property
+    def feature_names(self):
+        return list(self.info["feature_names"])
+
+    @property
+    def task(self):
+        return self.info["task"]
+
+    def load_model(self):
+        """Load the trained tf_keras model."""
+        from ids_edge._tf import import_tensorflow
+
+        _, keras = import_tensorflow()
+        model_path = self.path / "model.keras"
+        try:
+            return keras.models.load_model(model_path, compile=False)
+        except (OSError, ValueError) as error:
+            raise IdsEdgeError(f"Could not load the model {model_path}: {error}. Train the run again.") from None
+
+    def load_dataset(self, data_path=None):
+        """Load the run's data splits again and check that they are the ones it was trained on.
+
+        Raises:
+            IdsEdgeError: The data is no longer where it was, or it has changed since training.
+        """
+        source = DataSource(**self.info["data_source"])
+        options = self.info["training_options"]
+        if source.kind != "sample" and data_path is None and not pathlib.Path(source.path).is_dir():
+            raise IdsEdgeError(
+                f"The run's data folder {source.path} is not found. Pass its new location with --data."
+            )
+        dataset = source.load(
+            self.task, options["validation_fraction"], options["seed"], options["max_rows_per_class"], data_path
+        )
+        if dataset_fingerprint(dataset) != self.info["data_fingerprint"]:
+            raise IdsEdgeError(
+                f"The data at {data_path or source.path or 'the bundled sample'} differs from the data run "
+                f"{self.path} was trained on (fingerprint mismatch). Point --data at the original files or train again."
+            )
+        return dataset
+
+
+def load_run(run_dir):
+    """Read and check a run directory written by ``ids-edge train``.
+
+    Raises:
+        IdsEdgeError: The folder is missing, is not a run directory, or has a newer format.
+    """
+    run_dir = pathlib.Path(run_dir)
+    info_path = run_dir / "run.json"
+    if not info_path.is_file():
+        raise IdsEdgeError(f"{run_dir} is not an ids-edge run directory (no run.json). Create one with 'ids-edge train'.")
+    try:
+        info = json.loads(info_path.read_text(encoding="utf-8"))
+        preprocessing = json.loads((run_dir / "preprocessing.json").read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
+        raise IdsEdgeError(f"Could not read run directory {run_dir}: {error}. Train the run again.") from None
+
+    if info.get("format") != RUN_FORMAT:
+        raise IdsEdgeError(f"{info_path} is not an ids-edge run file (format {info.get('format')!r}).")
+    version = info.get("format_version")
+    if not isinstance(version, int) or version > RUN_FORMAT_VERSION:
+        raise IdsEdgeError(
+            f"{run_dir} has run format version {version!r}, but this ids-edge reads versions up to "
+            f"{RUN_FORMAT_VERSION}. Upgrade ids-edge or train the run again."
+        )
+    return Run(run_dir, info, Preprocessor.from_dict(preprocessing))
