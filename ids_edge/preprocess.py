@@ -41,7 +41,7 @@ class Preprocessor:
 
         clip_min = np.nanmin(finite, axis=0)
         clip_max = np.nanmax(finite, axis=0)
-        clipped = np.clip(finite, clip_min, clip_max)
+        clipped = np.clip(values, clip_min, clip_max)  # +/-inf count as the range ends; NaN stays out
         mean = np.nanmean(clipped, axis=0)
         std = np.nanstd(clipped, axis=0)
         scale = np.where(std > 0, std, 1.0)

@@ -1,0 +1,32 @@
+#!/usr/bin/env bash
+# Set up everything the test suite needs on a fresh machine, then run it.
+#
+# 1. a virtual environment in .venv with ids-edge and its test extras;
+# 2. the Debian arm64 root that the aarch64 bundle test runs under qemu-user-static
+#    (tests/arm64/prepare.sh; needs root for apt-get, cached in .cache/arm64);
+# 3. pytest, whose exit code is this script's (5, "no tests collected", counts as a failure).
+#
+# Extra arguments go to pytest, e.g. `bash tests/run.sh -k export`.
+set -euo pipefail
+
+cd "$(dirname "$0")/.."
+python=${PYTHON:-python3}
+
+if [ ! -x .venv/bin/python ]; then
+    "$python" -m venv .venv
+fi
+.venv/bin/python -m pip install --quiet --upgrade pip
+.venv/bin/python -m pip install --quiet -e '.[test]'
+
+if [ -x tests/arm64/prepare.sh ] || [ -f tests/arm64/prepare.sh ]; then
+    if ! IDS_EDGE_PIP=".venv/bin/python -m pip" sh tests/arm64/prepare.sh; then
+        echo "tests/run.sh: preparing the arm64 root failed; the aarch64 bundle test will report why it skipped." >&2
+    fi
+fi
+
+status=0
+.venv/bin/python -m pytest "$@" || status=$?
+if [ "$status" -eq 5 ]; then
+    echo "tests/run.sh: pytest collected no tests, which counts as a failure." >&2
+fi
+exit "$status"

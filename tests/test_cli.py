@@ -1,0 +1,111 @@
+"""The ids-edge command line: the main job on the bundled sample and its user errors."""
+
+import json
+import shutil
+
+import pytest
+from click.testing import CliRunner
+
+from ids_edge.cli import main
+
+
+def run_cli(*arguments):
+    return CliRunner().invoke(main, [str(argument) for argument in arguments])
+
+
+def test_train_and_export_on_sample(tmp_path):
+    run_dir = tmp_path / "run"
+    trained = run_cli("train", "--out", run_dir, "--epochs", 3)
+    assert trained.exit_code == 0, trained.output
+    assert "bundled sample of 851 real CICIoMT2024 rows" in trained.output
+    assert "Keras float32: accuracy" in trained.output
+    assert (run_dir / "run.json").is_file()
+    assert (run_dir / "evaluation" / "keras_confusion_matrix.png").is_file()
+
+    exported = run_cli("export", run_dir, "--quantize", "int8", "--out", run_dir / "int8")
+    assert exported.exit_code == 0, exported.output
+    assert "Keras float32: accuracy" in exported.output
+    assert "TFLite int8 (ai-edge-litert" in exported.output
+    assert "Change against Keras: accuracy" in exported.output
+    assert (run_dir / "int8" / "model_int8.tflite").is_file()
+
+
+def test_run_files_record_preprocessing(sample_run):
+    preprocessing = json.loads((sample_run / "preprocessing.json").read_text())
+    info = json.loads((sample_run / "run.json").read_text())
+
+    assert len(preprocessing["mean"]) == len(preprocessing["feature_names"]) == 39
+    assert info["class_names"] == ["Benign", "Attack"]
+    assert info["schema"] == "v39"
+    assert info["task"] == 2
+    assert not list(sample_run.glob("*.pkl"))
+
+
+@pytest.mark.parametrize(
+    ("arguments", "message"),
+    [
+        (["train", "--task", "6", "--out", "{tmp}/run"], "The bundled sample holds only Benign and ARP_Spoofing rows, so --task 6"),
+        (["train", "--data", "{tmp}/missing", "--out", "{tmp}/run"], "Data folder {tmp}/missing not found"),
+        (["train", "--label-column", "Label", "--out", "{tmp}/run"], "--label-column needs --data"),
+        (["train", "--epochs", "0", "--out", "{tmp}/run"], "Invalid option --epochs 0: use 1 or more"),
+        (["train", "--max-rows-per-class", "1", "--out", "{tmp}/run"], "Invalid --max-rows-per-class 1"),
+        (["export", "{tmp}/missing", "--out", "{tmp}/out"], "{tmp}/missing is not an ids-edge run directory (no run.json)"),
+    ],
+)
+def test_user_errors_are_one_line(tmp_path, arguments, message):
+    result = run_cli(*[argument.format(tmp=tmp_path) for argument in arguments])
+
+    assert result.exit_code == 2
+    assert f"Error: {message.format(tmp=tmp_path)}" in result.output
+    assert "Traceback" not in result.output
+    assert not (tmp_path / "run").exists()
+
+
+def test_newer_run_format_rejected(sample_run, tmp_path):
+    run_dir = tmp_path / "future"
+    shutil.copytree(sample_run, run_dir)
+    info = json.loads((run_dir / "run.json").read_text())
+    info["format_version"] = 99
+    (run_dir / "run.json").write_text(json.dumps(info))
+
+    result = run_cli("export", run_dir, "--out", tmp_path / "out")
+    assert result.exit_code == 2
+    assert "has run format version 99, but this ids-edge reads versions up to 1" in result.output
+
+
+def test_out_path_is_a_file(tmp_path):
+    target = tmp_path / "taken"
+    target.write_text("keep me")
+
+    result = run_cli("train", "--out", target, "--epochs", 1)
+    assert result.exit_code == 2
+    assert f"Error: Output path {target} is a file" in result.output
+    assert target.read_text() == "keep me"
+
+
+def test_bad_cell_reported_through_cli(tmp_path):
+    from ids_edge.data import SAMPLE_DATA_DIR
+
+    folder = tmp_path / "data"
+    shutil.copytree(SAMPLE_DATA_DIR, folder)
+    path = folder / "train" / "Benign_train.pcap.csv"
+    lines = path.read_text().splitlines()
+    cells = lines[2].split(",")
+    cells[0] = "oops"
+    lines[2] = ",".join(cells)
+    path.write_text("\n".join(lines) + "\n")
+
+    result = run_cli("train", "--data", folder, "--task", "2", "--out", tmp_path / "run")
+    assert result.exit_code == 2
+    assert "Benign_train.pcap.csv, line 3, column 'Header_Length': value 'oops' is not a number" in result.output
+    assert not (tmp_path / "run").exists()
+
+
+def test_retrain_keeps_good_run_on_failure(sample_run, tmp_path):
+    run_dir = tmp_path / "run"
+    shutil.copytree(sample_run, run_dir)
+    before = (run_dir / "run.json").read_text()
+
+    result = run_cli("train", "--out", run_dir, "--batch-size", "0")
+    assert result.exit_code == 2
+    assert (run_dir / "run.json").read_text() == before
