@@ -1,9 +1,33 @@
 """Import TensorFlow with Keras 2 (``tf_keras``), as TensorFlow Model Optimization requires."""
 
+import contextlib
+import logging
 import os
 import sys
 
 from ids_edge.errors import IdsEdgeError
+
+
+@contextlib.contextmanager
+def quiet_native_stderr():
+    """Silence what native code writes to file descriptor 2 inside the block, unless -vv is on.
+
+    TensorFlow, its converter and LiteRT print start-up lines from C++ (absl, oneDNN, XNNPACK)
+    that Python logging cannot filter. Python exceptions are unaffected: they are raised, not printed.
+    """
+    if logging.getLogger("ids_edge").isEnabledFor(logging.DEBUG):
+        yield
+        return
+    sys.stderr.flush()
+    saved = os.dup(2)
+    try:
+        with open(os.devnull, "w") as devnull:
+            os.dup2(devnull.fileno(), 2)
+            yield
+    finally:
+        sys.stderr.flush()
+        os.dup2(saved, 2)
+        os.close(saved)
 
 
 def import_tensorflow():
@@ -22,7 +46,8 @@ def import_tensorflow():
         )
     os.environ["TF_USE_LEGACY_KERAS"] = "1"
 
-    import tensorflow as tf
-    import tf_keras
+    with quiet_native_stderr():
+        import tensorflow as tf
+        import tf_keras
 
     return tf, tf_keras

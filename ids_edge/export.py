@@ -7,7 +7,7 @@ import time
 import numpy as np
 
 from ids_edge import evaluate, metadata, runs
-from ids_edge._tf import import_tensorflow
+from ids_edge._tf import import_tensorflow, quiet_native_stderr
 from ids_edge.choices import IO_TYPES, QUANTIZE_MODES
 from ids_edge.errors import IdsEdgeError
 from ids_edge.outputs import output_dir
@@ -109,7 +109,8 @@ def convert(model, options, calibration_inputs=None):
             converter.inference_output_type = tf.int8
 
     try:
-        return converter.convert()
+        with quiet_native_stderr():
+            return converter.convert()
     except Exception as error:  # The converter raises many types; report them as one failure.
         raise IdsEdgeError(f"TFLite conversion ({options.quantize}) failed: {error}") from None
 

@@ -84,7 +84,10 @@ def make_interpreter(model_content, runtime=None, num_threads=None):
     Returns:
         The interpreter with its tensors allocated.
     """
+    from ids_edge._tf import quiet_native_stderr
+
     runtime = runtime or find_runtime()
-    interpreter = runtime.interpreter_class(model_content=bytes(model_content), num_threads=num_threads)
-    interpreter.allocate_tensors()
+    with quiet_native_stderr():
+        interpreter = runtime.interpreter_class(model_content=bytes(model_content), num_threads=num_threads)
+        interpreter.allocate_tensors()
     return interpreter
