@@ -31,7 +31,8 @@ class IdsEdgeGroup(click.Group):
 @click.option("-v", "--verbose", count=True, help="Log progress (-v) or every step (-vv) to stderr.")
 def main(verbose):
     """Train, compress, export and benchmark CICIoMT2024 intrusion detectors for edge gateways."""
-    level = logging.WARNING if verbose == 0 else logging.INFO if verbose == 1 else logging.DEBUG
+    levels = {0: logging.WARNING, 1: logging.INFO}
+    level = levels.get(verbose, logging.DEBUG)
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(logging.Formatter("%(levelname)s %(name)s: %(message)s"))
     logger.handlers[:] = [handler]

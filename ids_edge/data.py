@@ -90,7 +90,7 @@ def _to_numeric(frame, path, columns):
 def find_official_files(data_dir):
     """List ``(path, split)`` pairs of the ``*_train.pcap.csv`` and ``*_test.pcap.csv`` files.
 
-    ``data_dir`` holds ``train/`` and ``test/`` subfolders, or the files themselves.
+    ``data_dir`` contains ``train/`` and ``test/`` subfolders, or the files themselves.
     """
     data_dir = pathlib.Path(data_dir)
     if not data_dir.is_dir():
@@ -234,7 +234,7 @@ def load_sample(task=2, validation_fraction=0.2, seed=0):
 def load_generic(data_dir, label_column, validation_fraction=0.2, test_fraction=0.2, seed=0, max_rows_per_class=None):
     """Load any CSV files with a label column; every other column must be numeric.
 
-    ``data_dir`` holds ``train/`` and ``test/`` subfolders of CSV files, or CSV files from which
+    ``data_dir`` contains ``train/`` and ``test/`` subfolders of CSV files, or CSV files from which
     a stratified test split of ``test_fraction`` is drawn. Class names are the sorted labels.
     """
     data_dir = pathlib.Path(data_dir)

@@ -19,7 +19,7 @@ def output_dir(path):
     """Yield a temporary sibling folder that replaces ``path`` only when the block succeeds.
 
     On an exception the temporary folder is deleted and ``path`` is left as it was. An existing
-    ``path`` is replaced only if it is empty or holds ids-edge output (one of :data:`MARKER_FILES`).
+    ``path`` is replaced only if it is empty or contains ids-edge output (one of :data:`MARKER_FILES`).
 
     Raises:
         IdsEdgeError: ``path`` is a file, or a non-empty folder that ids-edge did not write.

@@ -1,6 +1,6 @@
 """Run directories: what ``ids-edge train`` writes and ``export``, ``bench`` and ``firmware`` read.
 
-A run directory holds ``run.json`` (format, task, schema, class and feature names, data source,
+A run directory contains ``run.json`` (format, task, schema, class and feature names, data source,
 options, data report, versions), ``preprocessing.json``, ``model.keras`` (tf_keras), the training
 history as CSV and JSON, and ``evaluation/`` with the Keras model's test metrics.
 """
@@ -23,7 +23,7 @@ RUN_FORMAT_VERSION = 1
 
 @dataclasses.dataclass
 class DataSource:
-    """Where a run's data came from, so that ``export`` can load the same splits again."""
+    """Origin of a run's data, so that ``export`` can load the same splits again."""
 
     kind: str  # "sample", "official" or "generic"
     path: str | None = None

@@ -13,9 +13,8 @@ V39_FEATURES = (
 )
 """Revised schema: 39 features, as in the bundled sample's headers."""
 
-# NOTE: no file of the first release was available when this was written. The 45 names are the
-# first release's documented columns (CICIoT2023's extractor output without flow_duration; no
-# IGMP), so check them against a real header when one turns up.
+# NOTE: these 45 names follow the first release's documentation (CICIoT2023's extractor output
+# without flow_duration, and no IGMP). No real file of that release was available to check them.
 V45_FEATURES = (
     "Header_Length", "Protocol Type", "Duration", "Rate", "Srate", "Drate",
     "fin_flag_number", "syn_flag_number", "rst_flag_number", "psh_flag_number",

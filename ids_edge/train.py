@@ -20,7 +20,7 @@ logger = logging.getLogger(__name__)
 
 @dataclasses.dataclass
 class TrainResult:
-    """What ``train_run`` wrote: the run folder, the epochs run and the Keras test metrics."""
+    """Result of ``train_run``: the run folder, the epochs run and the Keras test metrics."""
 
     run_dir: object
     epochs_run: int
