@@ -2,6 +2,7 @@
 
 import contextlib
 import logging
+import os
 import pathlib
 import shutil
 import tempfile
@@ -15,23 +16,26 @@ MARKER_FILES = ("run.json", "export.json", "bundle.json", "firmware.json")
 
 
 @contextlib.contextmanager
-def output_dir(path):
+def output_dir(path, marker=None):
     """Yield a temporary sibling folder that replaces ``path`` only when the block succeeds.
 
     On an exception the temporary folder is deleted and ``path`` is left as it was. An existing
-    ``path`` is replaced only if it is empty or contains ids-edge output (one of :data:`MARKER_FILES`).
+    ``path`` is replaced only if it is empty or is output of the same kind: it contains
+    ``marker`` (one of :data:`MARKER_FILES`), or any of them when ``marker`` is None. So an
+    export never replaces the run directory it reads.
 
     Raises:
-        IdsEdgeError: ``path`` is a file, or a non-empty folder that ids-edge did not write.
+        IdsEdgeError: ``path`` is a file, or a non-empty folder of other content.
     """
     path = pathlib.Path(path)
+    markers = MARKER_FILES if marker is None else (marker,)
     if path.exists():
         if not path.is_dir():
             raise IdsEdgeError(f"Output path {path} is a file. Choose a folder path with --out.")
-        if any(path.iterdir()) and not any((path / marker).exists() for marker in MARKER_FILES):
+        if any(path.iterdir()) and not any((path / name).exists() for name in markers):
             raise IdsEdgeError(
-                f"Output folder {path} is not empty and was not written by ids-edge, so it is left alone. "
-                "Choose a new or empty folder with --out."
+                f"Output folder {path} is not empty and was not written by ids-edge as this kind of output "
+                f"({markers[0]} is missing), so it is left alone. Choose a new or empty folder with --out."
             )
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -39,6 +43,9 @@ def output_dir(path):
         raise IdsEdgeError(f"Cannot create the parent folder of {path}: {error.strerror}.") from None
 
     temporary = pathlib.Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".partial", dir=path.parent))
+    umask = os.umask(0)
+    os.umask(umask)
+    temporary.chmod(0o777 & ~umask)  # mkdtemp makes the folder private (0700); outputs are ordinary folders
     try:
         yield temporary
     except BaseException:

@@ -97,7 +97,7 @@ def train_run(dataset, source, options, out_dir, progress=False):
     predictions = predict_classes(model, x_test)
     report = evaluate.classification_report(dataset.test.labels, predictions, dataset.class_names)
 
-    with output_dir(out_dir) as folder:
+    with output_dir(out_dir, marker="run.json") as folder:
         model.save(folder / "model.keras")
         write_json_atomic(folder / "preprocessing.json", preprocessor.to_dict())
         _write_history(folder, history.history)
