@@ -18,7 +18,20 @@ fi
 .venv/bin/python -m pip install --quiet --upgrade pip
 .venv/bin/python -m pip install --quiet -e '.[test]'
 
-if [ -x tests/arm64/prepare.sh ] || [ -f tests/arm64/prepare.sh ]; then
+# Cross compilers let the firmware tests build the generated C for 32-bit Arm and aarch64 and run
+# it under qemu-user; without them those builds are skipped with the reason.
+if [ "$(id -u)" -eq 0 ] && command -v apt-get >/dev/null; then
+    missing=""
+    for tool in aarch64-linux-gnu-gcc:gcc-aarch64-linux-gnu arm-linux-gnueabihf-gcc:gcc-arm-linux-gnueabihf; do
+        command -v "${tool%%:*}" >/dev/null || missing="$missing ${tool#*:}"
+    done
+    if [ -n "$missing" ]; then
+        (apt-get install -y -qq $missing || (apt-get update -qq && apt-get install -y -qq $missing)) >/dev/null ||
+            echo "tests/run.sh: could not install$missing; the Arm firmware builds will be skipped." >&2
+    fi
+fi
+
+if [ -f tests/arm64/prepare.sh ]; then
     if ! IDS_EDGE_PIP=".venv/bin/python -m pip" sh tests/arm64/prepare.sh; then
         echo "tests/run.sh: preparing the arm64 root failed; the aarch64 bundle test will report why it skipped." >&2
     fi
