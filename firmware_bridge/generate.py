@@ -137,7 +137,7 @@ def generate_firmware(
     }
     texts[MANIFEST_NAME] = _manifest(spec, list(texts)) + "\n"
 
-    with output_dir(out_dir) as temporary:
+    with output_dir(out_dir, marker="firmware.json") as temporary:
         for file_name, text in texts.items():
             (temporary / file_name).write_text(text, encoding="ascii", newline="\n")
 

@@ -421,7 +421,7 @@ def make_bundle(model_path, target, out, rows=None, *, max_rows=DEFAULT_MAX_ROWS
     expected = runner.outputs_sha256(host_outputs)
     skipped = []
     out = pathlib.Path(out)
-    with output_dir(out) as folder:
+    with output_dir(out, marker="bundle.json") as folder:
         shutil.copy(model_path, folder / MODEL_FILE)
         shutil.copy(metadata.metadata_path(model_path), folder / "model.json")
         shutil.copy(runner.__file__, folder / "runner.py")

@@ -12,5 +12,8 @@ IO_TYPES = ("int8", "float")
 TARGETS = ("rpi", "coral")
 """Devices that ``ids-edge bundle`` prepares a folder for."""
 
+BENCH_TARGETS = ("host", "coral")
+"""What ``ids-edge bench --target`` measures: the host CPU alone, or also Coral Edge TPU readiness."""
+
 SCHEMAS = ("v45", "v39")
 """CICIoMT2024 CSV column schemas: the first release (45 features) and the revised one (39)."""

@@ -11,7 +11,7 @@ from ids_edge.errors import IdsEdgeError
 
 logger = logging.getLogger(__name__)
 
-MARKER_FILES = ("run.json", "export.json", "bundle.json", "firmware.json")
+MARKER_FILES = ("run.json", "export.json", "bundle.json", "firmware.json", "bench.json", "coral.json")
 """Files that mark a folder as ids-edge output, which a later successful command may replace."""
 
 
