@@ -87,14 +87,20 @@ def _to_numeric(frame, path, columns):
     return np.column_stack([result[column] for column in columns]) if columns else np.empty((len(frame), 0))
 
 
+def _check_data_dir(data_dir, expected):
+    if data_dir.is_file():
+        raise IdsEdgeError(f"--data {data_dir} is a file, not a folder. Pass {expected} with --data.")
+    if not data_dir.is_dir():
+        raise IdsEdgeError(f"Data folder {data_dir} not found. Pass {expected} with --data.")
+
+
 def find_official_files(data_dir):
     """List ``(path, split)`` pairs of the ``*_train.pcap.csv`` and ``*_test.pcap.csv`` files.
 
     ``data_dir`` contains ``train/`` and ``test/`` subfolders, or the files themselves.
     """
     data_dir = pathlib.Path(data_dir)
-    if not data_dir.is_dir():
-        raise IdsEdgeError(f"Data folder {data_dir} not found. Pass the folder of the CICIoMT2024 CSV files with --data.")
+    _check_data_dir(data_dir, "the folder of the CICIoMT2024 CSV files")
 
     subfolders = [data_dir / split for split in labels.SPLITS if (data_dir / split).is_dir()]
     folders = subfolders or [data_dir]
@@ -127,9 +133,9 @@ def _count_non_finite(features, split_name, report):
     report[f"{split_name}_nan_cells"] = int(np.isnan(features).sum())
 
 
-def _stratified_validation(train, validation_fraction, seed, class_names):
+def _stratified_validation(train, validation_fraction, seed, class_names, option="--validation-fraction"):
     if not 0 < validation_fraction < 1:
-        raise IdsEdgeError(f"Invalid validation fraction {validation_fraction}: use a number between 0 and 1, such as 0.2.")
+        raise IdsEdgeError(f"Invalid option {option} {validation_fraction}: use a number between 0 and 1, such as 0.2.")
 
     counts = np.bincount(train.labels, minlength=len(class_names))
     rng = np.random.default_rng(seed)
@@ -238,8 +244,7 @@ def load_generic(data_dir, label_column, validation_fraction=0.2, test_fraction=
     a stratified test split of ``test_fraction`` is drawn. Class names are the sorted labels.
     """
     data_dir = pathlib.Path(data_dir)
-    if not data_dir.is_dir():
-        raise IdsEdgeError(f"Data folder {data_dir} not found. Pass a folder of CSV files with --data.")
+    _check_data_dir(data_dir, "a folder of CSV files")
     subfolders = {split: data_dir / split for split in labels.SPLITS if (data_dir / split).is_dir()}
     if subfolders and len(subfolders) != len(labels.SPLITS):
         raise IdsEdgeError(f"{data_dir} has only {', '.join(subfolders)}/: give both train/ and test/, or neither.")
@@ -264,7 +269,14 @@ def load_generic(data_dir, label_column, validation_fraction=0.2, test_fraction=
             elif names != feature_names:
                 raise IdsEdgeError(f"{path} has other feature columns than the first file. Give every file the same header.")
             features = _to_numeric(frame, path, feature_names)
-            frames.setdefault(split, []).append((features, frame[label_column].astype(str).str.strip().to_numpy()))
+            label_values = frame[label_column]
+            empty = (label_values.isna() | (label_values.astype(str).str.strip() == "")).to_numpy()
+            if empty.any():
+                row = int(np.flatnonzero(empty)[0])
+                raise IdsEdgeError(
+                    f"{path}, line {row + 2}, column {label_column!r}: the label is empty. Give every row a label or delete the row."
+                )
+            frames.setdefault(split, []).append((features, label_values.astype(str).str.strip().to_numpy()))
 
     all_labels = np.concatenate([label_values for parts in frames.values() for _, label_values in parts])
     class_names = sorted(set(all_labels.tolist()))
@@ -279,7 +291,7 @@ def load_generic(data_dir, label_column, validation_fraction=0.2, test_fraction=
 
     if "all" in parts:
         everything = Split(parts["all"][0][0], parts["all"][1][0])
-        train, test = _stratified_validation(everything, test_fraction, seed + 1, class_names)
+        train, test = _stratified_validation(everything, test_fraction, seed + 1, class_names, "--test-fraction")
         parts = {"train": ([train.features], [train.labels]), "test": ([test.features], [test.labels])}
 
     report = {"source": str(data_dir), "files": sum(len(paths) for paths in groups.values()), "label_column": label_column}
@@ -309,6 +321,9 @@ def _build_dataset(parts, feature_names, class_names, schema, task, report, vali
     missing = [name for name, counts in report["class_rows"].items() if counts["train"] == 0]
     if missing:
         logger.warning("No training rows for classes %s: the model cannot learn them.", ", ".join(missing))
+    untested = [name for name, counts in report["class_rows"].items() if counts["test"] == 0]
+    if untested:
+        logger.warning("No test rows for classes %s: their test metrics are undefined.", ", ".join(untested))
 
     return Dataset(train, validation, splits["test"], list(feature_names), list(class_names), schema, task, report)
 

@@ -15,12 +15,10 @@ MARKER_FILES = ("run.json", "export.json", "bundle.json", "firmware.json", "benc
 """Files that mark a folder as ids-edge output, which a later successful command may replace."""
 
 
-@contextlib.contextmanager
-def output_dir(path, marker=None):
-    """Yield a temporary sibling folder that replaces ``path`` only when the block succeeds.
+def check_output_dir(path, marker=None):
+    """Check that ``path`` may become an output folder, before any slow work starts.
 
-    On an exception the temporary folder is deleted and ``path`` is left as it was. An existing
-    ``path`` is replaced only if it is empty or is output of the same kind: it contains
+    ``path`` may be missing, an empty folder, or output of the same kind: a folder that contains
     ``marker`` (one of :data:`MARKER_FILES`), or any of them when ``marker`` is None. So an
     export never replaces the run directory it reads.
 
@@ -29,14 +27,29 @@ def output_dir(path, marker=None):
     """
     path = pathlib.Path(path)
     markers = MARKER_FILES if marker is None else (marker,)
-    if path.exists():
-        if not path.is_dir():
-            raise IdsEdgeError(f"Output path {path} is a file. Choose a folder path with --out.")
-        if any(path.iterdir()) and not any((path / name).exists() for name in markers):
-            raise IdsEdgeError(
-                f"Output folder {path} is not empty and was not written by ids-edge as this kind of output "
-                f"({markers[0]} is missing), so it is left alone. Choose a new or empty folder with --out."
-            )
+    if not path.exists():
+        return
+    if not path.is_dir():
+        raise IdsEdgeError(f"Output path {path} is a file. Choose a folder path with --out.")
+    if any(path.iterdir()) and not any((path / name).exists() for name in markers):
+        raise IdsEdgeError(
+            f"Output folder {path} is not empty and was not written by ids-edge as this kind of output "
+            f"({markers[0]} is missing), so it is left alone. Choose a new or empty folder with --out."
+        )
+
+
+@contextlib.contextmanager
+def output_dir(path, marker=None):
+    """Yield a temporary sibling folder that replaces ``path`` only when the block succeeds.
+
+    On an exception the temporary folder is deleted and ``path`` is left as it was. Which
+    existing folders may be replaced is decided by :func:`check_output_dir`.
+
+    Raises:
+        IdsEdgeError: ``path`` may not be replaced, or its parent folder cannot be created.
+    """
+    path = pathlib.Path(path)
+    check_output_dir(path, marker)
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
     except OSError as error:

@@ -124,6 +124,8 @@ def load_run(run_dir):
     """
     run_dir = pathlib.Path(run_dir)
     info_path = run_dir / "run.json"
+    if not run_dir.exists():
+        raise IdsEdgeError(f"Run directory {run_dir} not found. Create one with 'ids-edge train --out {run_dir}'.")
     if not info_path.is_file():
         raise IdsEdgeError(f"{run_dir} is not an ids-edge run directory (no run.json). Create one with 'ids-edge train'.")
     try:
@@ -140,4 +142,23 @@ def load_run(run_dir):
             f"{run_dir} has run format version {version!r}, but this ids-edge reads versions up to "
             f"{RUN_FORMAT_VERSION}. Upgrade ids-edge or train the run again."
         )
-    return Run(run_dir, info, Preprocessor.from_dict(preprocessing))
+    return Run(run_dir, info, _check_preprocessing(preprocessing, info, run_dir))
+
+
+def _check_preprocessing(preprocessing, info, run_dir):
+    path = run_dir / "preprocessing.json"
+    expected = len(info.get("feature_names", []))
+    keys = ("feature_names", "mean", "scale", "clip_min", "clip_max")
+    for key in keys:
+        values = preprocessing.get(key) if isinstance(preprocessing, dict) else None
+        if not isinstance(values, list) or len(values) != expected:
+            raise IdsEdgeError(
+                f"{path}: {key!r} must be a list of {expected} values, one per feature in run.json. "
+                "The file was edited or damaged; train the run again."
+            )
+    if preprocessing["feature_names"] != info["feature_names"]:
+        raise IdsEdgeError(f"{path}: the feature names differ from run.json's. Train the run again.")
+    try:
+        return Preprocessor.from_dict(preprocessing)
+    except (TypeError, ValueError):
+        raise IdsEdgeError(f"{path} contains values that are not numbers. Train the run again.") from None

@@ -87,10 +87,15 @@ def train_run(dataset, source, options, out_dir, progress=False):
         validation_data=(x_validation, y_validation),
         epochs=options.epochs,
         batch_size=options.batch_size,
-        callbacks=[early_stopping],
+        callbacks=[early_stopping, keras.callbacks.TerminateOnNaN()],
         shuffle=True,
         verbose=2 if progress else 0,
     )
+    if not np.isfinite(history.history["loss"]).all():
+        raise IdsEdgeError(
+            f"Training diverged: the loss became NaN or inf in epoch {len(history.history['loss'])}, so no run was "
+            f"written. Lower --learning-rate (now {options.learning_rate}) and check the data for extreme values."
+        )
     epochs_run = len(history.history["loss"])
     best_epoch = int(np.argmin(history.history["val_loss"])) + 1
 
@@ -138,15 +143,7 @@ def _write_history(folder, history):
 
 
 def _check_options(options, dataset):
-    checks = [
-        (options.epochs >= 1, f"--epochs {options.epochs}: use 1 or more"),
-        (options.batch_size >= 1, f"--batch-size {options.batch_size}: use 1 or more"),
-        (options.learning_rate > 0, f"--learning-rate {options.learning_rate}: use a positive number such as 0.001"),
-        (options.patience >= 0, f"--patience {options.patience}: use 0 or more epochs"),
-    ]
-    for valid, message in checks:
-        if not valid:
-            raise IdsEdgeError(f"Invalid option {message}.")
+    options.validate()
     if len(dataset.feature_names) < min_feature_count():
         raise IdsEdgeError(
             f"The data has {len(dataset.feature_names)} feature columns, but the CNN needs at least "

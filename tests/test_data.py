@@ -217,3 +217,18 @@ def test_generic_mode_missing_label_column(tmp_path):
     (tmp_path / "capture.csv").write_text("a,b\n1,2\n")
     with pytest.raises(IdsEdgeError, match="has no column 'Label'.*--label-column"):
         data.load_generic(tmp_path, "Label")
+
+
+def test_generic_empty_label_cell(tmp_path):
+    rows = ["a,b,c,d,e,f,g,h,i,j,kind"] + [f"{i},1,2,3,4,5,6,7,8,9,{'x' if i % 2 else 'y'}" for i in range(20)]
+    rows[6] = "5,1,2,3,4,5,6,7,8,9,"
+    (tmp_path / "capture.csv").write_text("\n".join(rows) + "\n")
+    with pytest.raises(IdsEdgeError, match=r"capture\.csv, line 7, column 'kind': the label is empty"):
+        data.load_generic(tmp_path, "kind")
+
+
+def test_generic_test_fraction_named(tmp_path):
+    rows = ["a,b,c,d,e,f,g,h,i,j,kind"] + [f"{i},1,2,3,4,5,6,7,8,9,{'x' if i % 2 else 'y'}" for i in range(20)]
+    (tmp_path / "capture.csv").write_text("\n".join(rows) + "\n")
+    with pytest.raises(IdsEdgeError, match="Invalid option --test-fraction 0"):
+        data.load_generic(tmp_path, "kind", test_fraction=0)

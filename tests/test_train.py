@@ -61,3 +61,21 @@ def test_early_stopping_restores_best(sample_dataset, tmp_path):
 
     assert restored_loss == pytest.approx(min(history["val_loss"]), rel=1e-4)
     assert run.info["best_epoch"] == int(np.argmin(history["val_loss"])) + 1
+
+
+def test_diverged_training_rejected(sample_dataset, tmp_path, monkeypatch):
+    from ids_edge import train as train_module
+    from ids_edge._tf import import_tensorflow
+    from ids_edge.errors import IdsEdgeError
+
+    tf, _ = import_tensorflow()
+
+    def build_diverging_model(feature_count, class_count, learning_rate):
+        model = build_model(feature_count, class_count, learning_rate)
+        model.compile(optimizer="adam", loss=lambda y_true, y_pred: tf.reduce_sum(y_pred) * float("nan"))
+        return model
+
+    monkeypatch.setattr(train_module, "build_model", build_diverging_model)
+    with pytest.raises(IdsEdgeError, match="Training diverged: the loss became NaN or inf in epoch 1"):
+        train_run(sample_dataset, runs.DataSource("sample"), TrainingOptions(epochs=3), tmp_path / "run")
+    assert not (tmp_path / "run").exists()
