@@ -27,6 +27,11 @@ def check_output_dir(path, marker=None):
     """
     path = pathlib.Path(path)
     markers = MARKER_FILES if marker is None else (marker,)
+    if str(path) in ("", "."):
+        raise IdsEdgeError("Invalid output path: --out is empty or the current folder. Name a folder to write to.")
+    for parent in path.parents:
+        if parent.exists() and not parent.is_dir():
+            raise IdsEdgeError(f"Cannot write {path}: {parent} is a file, not a folder. Choose another --out.")
     if not path.exists():
         return
     if not path.is_dir():
@@ -55,7 +60,10 @@ def output_dir(path, marker=None):
     except OSError as error:
         raise IdsEdgeError(f"Cannot create the parent folder of {path}: {error.strerror}.") from None
 
-    temporary = pathlib.Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".partial", dir=path.parent))
+    try:
+        temporary = pathlib.Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".partial", dir=path.parent))
+    except OSError as error:
+        raise IdsEdgeError(f"Cannot write into {path.parent}: {error.strerror}. Choose another --out.") from None
     umask = os.umask(0)
     os.umask(umask)
     temporary.chmod(0o777 & ~umask)  # mkdtemp makes the folder private (0700); outputs are ordinary folders

@@ -66,6 +66,11 @@ def find_runtime(preferred=None):
         logger.debug("Using TFLite runtime %s %s", runtime.name, runtime.version)
         return runtime
 
+    if preferred is not None:
+        raise MissingRuntimeError(
+            f"No TFLite runtime could be loaded ({reasons[0]}). Install {preferred}, or drop --runtime "
+            "to use the first runtime that loads."
+        )
     raise MissingRuntimeError(
         "No TFLite runtime could be loaded (" + "; ".join(reasons) + "). "
         "Install one with 'pip install ai-edge-litert', or on 32-bit Raspberry Pi OS "
