@@ -7,12 +7,11 @@
 #
 # Usage: bash benchmarks/run_bench.sh [WORK_DIR]
 # WORK_DIR (default: a new temporary folder) receives run/, int8/, float32/ and bench/; the
-# report is WORK_DIR/bench/bench.md. Set IDS_EDGE and PYTHON to use another ids-edge and Python.
+# report is WORK_DIR/bench/bench.md. Set IDS_EDGE to use another ids-edge command.
 set -euo pipefail
 
 cd "$(dirname "$0")/.."
 ids_edge=${IDS_EDGE:-.venv/bin/ids-edge}
-python=${PYTHON:-.venv/bin/python}
 work=${1:-$(mktemp -d -t ids-edge-bench.XXXXXX)}
 mkdir -p "$work"
 
@@ -32,9 +31,7 @@ fi
 #    lists it under "Emulated runs": those timings measure qemu, not a Raspberry Pi.
 arm64=.cache/arm64
 if [ -f "$arm64/ready" ] && command -v qemu-aarch64-static >/dev/null; then
-    # NOTE: calls the library because the `ids-edge bundle` command was not wired up when this was written.
-    "$python" -c 'import sys; from ids_edge.bundle import make_bundle; make_bundle(sys.argv[1], "rpi", sys.argv[2])' \
-        "$work/int8/model_int8.tflite" "$work/bundle-rpi"
+    "$ids_edge" bundle "$work/int8/model_int8.tflite" --target rpi --out "$work/bundle-rpi"
     env -i PATH="$PATH" HOME="$work" QEMU_LD_PREFIX="$PWD/$arm64/root" QEMU_CPU=cortex-a72 \
         PYTHONPATH="$PWD/$arm64/root/opt/ids-edge/site-packages" \
         qemu-aarch64-static "$arm64/root/usr/bin/python3.11" "$work/bundle-rpi/runner.py" \

@@ -34,8 +34,9 @@ import time
 
 import numpy as np
 
-from ids_edge import evaluate, metadata, runner, runs
-from ids_edge.choices import BENCH_TARGETS
+from ids_edge import coral, evaluate, metadata, runner, runs
+from ids_edge._tf import quiet_native_stderr
+from ids_edge.choices import BENCH_TARGETS, IO_TYPES, QUANTIZE_MODES
 from ids_edge.errors import IdsEdgeError, MissingRuntimeError
 from ids_edge.outputs import output_dir
 from ids_edge.runtime import RUNTIMES, find_runtime
@@ -51,6 +52,8 @@ ACCURACY_PLOT = "accuracy_vs_size.png"
 CHILD_TIMEOUT_S = 600
 PROGRESS_STEP = 100
 """Timed runs between progress bar updates, so that the bar adds no work between most invocations."""
+BASELINE_MAX_WARMUP = 3
+"""Most warm-up calls per Keras or RandomForest mode: ``min(warmup, 3)``, because each call takes milliseconds."""
 
 
 @dataclasses.dataclass
@@ -60,6 +63,8 @@ class BenchOptions:
     ``runs`` and ``warmup`` count ``invoke()`` calls per TFLite configuration; ``baseline_runs``
     counts ``predict`` calls per Keras or RandomForest mode, which take milliseconds each.
     ``baseline_batch_size`` is the number of rows of the batch ``predict`` call.
+    ``allow_other_run`` accepts a ``run_dir`` other than the one in a model's ``export.json``;
+    the report then marks those models.
     """
 
     warmup: int = 20
@@ -76,6 +81,7 @@ class BenchOptions:
     target: str = "host"
     runtime: str | None = None
     progress: bool = False
+    allow_other_run: bool = False
 
 
 @dataclasses.dataclass
@@ -84,6 +90,7 @@ class BenchResult:
 
     out_dir: pathlib.Path
     report: dict
+    messages: list = dataclasses.field(default_factory=list)
 
     def summary_lines(self):
         """Return one line per variant with its headline figures."""
@@ -95,6 +102,7 @@ class BenchResult:
                 f"{variant['name']}: macro F1 {variant['metrics']['macro']['f1']:.4f}, "
                 f"{variant['size_bytes']} bytes, {latency}"
             )
+        lines += [f"Note: {note}" for note in self.report.get("notes", []) + self.messages]
         lines.append(f"Report: {self.out_dir / REPORT_MARKDOWN}")
         return lines
 
@@ -112,14 +120,16 @@ def check_options(options):
         )
     if options.runtime is not None and options.runtime not in RUNTIMES:
         raise IdsEdgeError(f"Invalid --runtime {options.runtime!r}: choose one of {', '.join(RUNTIMES)}.")
+    bad_threads = [value for value in options.threads if value < 1] or [0]
+    bad_batch_sizes = [value for value in options.batch_sizes if value < 1] or [0]
     checks = [
         (options.runs >= 1, f"--runs {options.runs}: use 1 or more"),
         (options.warmup >= 0, f"--warmup {options.warmup}: use 0 or more"),
         (options.baseline_runs >= 1, f"--baseline-runs {options.baseline_runs}: use 1 or more"),
         (options.baseline_batch_size >= 1, f"--baseline-batch-size {options.baseline_batch_size}: use 1 or more"),
         (options.forest_trees >= 1, f"--forest-trees {options.forest_trees}: use 1 or more"),
-        (len(options.threads) > 0 and min(options.threads) >= 1, f"--threads {list(options.threads)}: use 1 or more"),
-        (len(options.batch_sizes) > 0 and min(options.batch_sizes) >= 1, f"--batch-size {list(options.batch_sizes)}: use 1 or more"),
+        (len(options.threads) > 0 and min(options.threads) >= 1, f"--threads {bad_threads[0]}: use 1 or more"),
+        (len(options.batch_sizes) > 0 and min(options.batch_sizes) >= 1, f"--batch-size {bad_batch_sizes[0]}: use 1 or more"),
     ]
     for valid, message in checks:
         if not valid:
@@ -127,21 +137,92 @@ def check_options(options):
 
 
 def read_tflite_file(model_path):
-    """Read a ``.tflite`` file and check that it is a TFLite flatbuffer.
+    """Read a ``.tflite`` file with the check that ``ids-edge coral`` uses too.
 
     Raises:
-        IdsEdgeError: The file is missing, empty, truncated or not a TFLite model.
+        IdsEdgeError: The file is missing, a folder, empty or not a TFLite model.
     """
-    model_path = pathlib.Path(model_path)
-    if not model_path.is_file():
-        raise IdsEdgeError(f"Model file {model_path} not found. Pass the .tflite file that 'ids-edge export' wrote.")
-    data = model_path.read_bytes()
-    if len(data) < 8 or data[4:8] != b"TFL3":
+    return coral.read_tflite_bytes(model_path)
+
+
+def read_model_metadata(model_path):
+    """Read the metadata JSON beside a model with :func:`ids_edge.metadata.read_metadata`, adding a next step to its errors."""
+    try:
+        return metadata.read_metadata(model_path)
+    except IdsEdgeError as error:
+        message = str(error)
+        if "xport" in message:
+            raise
+        # NOTE: read_metadata's "not ids-edge model metadata" message names no next step, so one is added here.
         raise IdsEdgeError(
-            f"{model_path} is not a TFLite model ({len(data)} bytes, no 'TFL3' identifier at byte 4). "
-            "Pass a .tflite file written by 'ids-edge export'."
+            f"{message} Use the .json file that 'ids-edge export' wrote beside the .tflite file, or export the model again."
+        ) from None
+
+
+def _metadata_mismatch(model_path, problem):
+    return IdsEdgeError(
+        f"The metadata {metadata.metadata_path(model_path)} does not match the model {model_path}: {problem}. "
+        "Use the .json file that 'ids-edge export' wrote with this model, or export the model again."
+    )
+
+
+def _name_list(model_path, model_metadata, key):
+    names = model_metadata.get(key)
+    if key not in model_metadata:
+        raise IdsEdgeError(
+            f"Metadata file {metadata.metadata_path(model_path)} has no {key!r} key. Export the model again with "
+            "'ids-edge export', which writes the complete metadata beside the .tflite file."
         )
-    return data
+    if not isinstance(names, list) or not names or not all(isinstance(name, str) and name for name in names):
+        raise _metadata_mismatch(model_path, f"{key!r} must be a non-empty list of name strings, not {names!r}")
+    return names
+
+
+def check_metadata_matches_model(model_path, model_metadata):
+    """Raise :class:`IdsEdgeError` when the metadata JSON contradicts the ``.tflite`` file.
+
+    Compares the feature count with the input tensor's shape, the class count with the output
+    tensor's shape, and ``quantize`` and ``io`` with the tensor types (int8 input and output only
+    for ``quantize: int8, io: int8``; int8 tensors in every ``int8`` model and in no ``none`` or
+    ``float16`` model).
+    """
+    features = _name_list(model_path, model_metadata, "feature_names")
+    classes = _name_list(model_path, model_metadata, "class_names")
+    _, _, tensors, _, graph_inputs, graph_outputs = coral.read_flatbuffer(model_path)
+    if len(graph_inputs) != 1 or len(graph_outputs) != 1:
+        raise IdsEdgeError(
+            f"{model_path} has {len(graph_inputs)} input and {len(graph_outputs)} output tensors, but ids-edge models "
+            "have one of each. Pass a model written by 'ids-edge export'."
+        )
+    source, target = tensors[graph_inputs[0]], tensors[graph_outputs[0]]
+
+    input_values = int(np.prod(source.shape[1:])) if len(source.shape) > 1 else 0
+    if input_values != len(features):
+        raise _metadata_mismatch(
+            model_path, f"it lists {len(features)} feature names, but the input tensor has shape {source.shape} ({input_values} features)"
+        )
+    output_values = int(np.prod(target.shape[1:])) if len(target.shape) > 1 else 0
+    if output_values != len(classes):
+        raise _metadata_mismatch(
+            model_path, f"it lists {len(classes)} class names, but the output tensor has shape {target.shape} ({output_values} classes)"
+        )
+
+    quantize, io = model_metadata.get("quantize"), model_metadata.get("io")
+    if quantize not in QUANTIZE_MODES:
+        raise _metadata_mismatch(model_path, f"quantize is {quantize!r}, not one of {', '.join(QUANTIZE_MODES)}")
+    if io is not None and io not in IO_TYPES:
+        raise _metadata_mismatch(model_path, f"io is {io!r}, not one of {', '.join(IO_TYPES)}")
+    expected = "INT8" if quantize == "int8" and io == "int8" else "FLOAT32"
+    for role, tensor in (("input", source), ("output", target)):
+        if tensor.dtype != expected:
+            raise _metadata_mismatch(
+                model_path, f"quantize={quantize!r} and io={io!r} give a {expected} {role}, but the {role} tensor is {tensor.dtype}"
+            )
+    has_int8 = any(tensor.dtype == "INT8" for tensor in tensors)
+    if quantize == "int8" and not has_int8:
+        raise _metadata_mismatch(model_path, "quantize is 'int8', but the model has no INT8 tensor")
+    if quantize in ("none", "float16") and has_int8:
+        raise _metadata_mismatch(model_path, f"quantize is {quantize!r}, but the model has INT8 tensors")
 
 
 def find_run_dir(model_paths, run_dir=None):
@@ -151,7 +232,10 @@ def find_run_dir(model_paths, run_dir=None):
         IdsEdgeError: No ``export.json`` names a run, or the models come from different runs.
     """
     if run_dir is not None:
-        return pathlib.Path(run_dir)
+        run_dir = pathlib.Path(run_dir)
+        if not run_dir.exists():
+            raise IdsEdgeError(f"Run directory {run_dir} (--run) not found. Pass the folder that 'ids-edge train --out' wrote.")
+        return run_dir
     found = {}
     for model_path in model_paths:
         export_file = pathlib.Path(model_path).parent / "export.json"
@@ -169,6 +253,23 @@ def find_run_dir(model_paths, run_dir=None):
             "run. Bench each run separately, or pass --run to evaluate them all on one run's test split."
         )
     return pathlib.Path(distinct[0])
+
+
+def models_of_other_runs(model_paths, run_dir):
+    """Return ``(model_path, export_run_dir)`` for each model whose ``export.json`` names a run other than ``run_dir``.
+
+    Models without a readable ``export.json`` are not listed: for them ``--run`` is the only source.
+    """
+    others = []
+    for model_path in model_paths:
+        export_file = pathlib.Path(model_path).parent / "export.json"
+        try:
+            named = json.loads(export_file.read_text(encoding="utf-8"))["run_dir"]
+        except (OSError, ValueError, KeyError, TypeError):
+            continue
+        if isinstance(named, str) and pathlib.Path(named).resolve() != pathlib.Path(run_dir).resolve():
+            others.append((str(model_path), named))
+    return others
 
 
 def check_model_matches_run(model_path, model_metadata, run):
@@ -499,10 +600,10 @@ def bench_tflite(model_path, test_features, labels, class_names, runtime, option
     """Measure one ``.tflite`` model: size, operators, accuracy, latency per configuration, memory."""
     model_path = pathlib.Path(model_path)
     data = read_tflite_file(model_path)
-    model_metadata = metadata.read_metadata(model_path)
+    model_metadata = read_model_metadata(model_path)
     name = variant_name(model_path)
 
-    interpreter = _runner_call(runner.load_interpreter, model_path, options.threads[0], None, runtime)
+    interpreter = _load_interpreter(model_path, options.threads[0], runtime)
     detail = runner.input_detail(interpreter)
     inputs = _runner_call(runner.prepare_inputs, test_features, model_metadata, detail)
     outputs = _runner_call(runner.predict, interpreter, inputs)
@@ -511,10 +612,11 @@ def bench_tflite(model_path, test_features, labels, class_names, runtime, option
     latency = []
     for threads in options.threads:
         for batch_size in options.batch_sizes:
-            timed = _runner_call(runner.load_interpreter, model_path, threads, None, runtime)
+            timed = _load_interpreter(model_path, threads, runtime)
             if batch_size != 1:
                 try:
-                    runner.set_batch_size(timed, batch_size)
+                    with quiet_native_stderr():
+                        runner.set_batch_size(timed, batch_size)
                 except runner.RunnerError as error:
                     latency.append({"mode": "invoke", "threads": threads, "batch_size": batch_size, "skipped": str(error)})
                     logger.info("%s: batch %d skipped: %s", name, batch_size, error)
@@ -523,12 +625,16 @@ def bench_tflite(model_path, test_features, labels, class_names, runtime, option
             warmup_ns, elapsed_ns, flows = time_interpreter(timed, inputs, options.warmup, options.runs, label, options.progress)
             latency.append(_latency_record(warmup_ns, elapsed_ns, flows, mode="invoke", threads=threads))
 
+    if not any("p50_us" in record for record in latency):
+        reasons = " ".join(f"Batch {record['batch_size']}, {record['threads']} thread(s): {record['skipped']}" for record in latency)
+        raise IdsEdgeError(f"No latency configuration of {model_path} could be measured, so no report was written. {reasons}")
+
     output_detail = runner.output_detail(interpreter)
     variant = {
         "name": name,
         "kind": "tflite",
         "engine": f"{runtime.name} {runtime.version} Interpreter.invoke()",
-        "model_file": str(model_path),
+        "model_file": str(model_path.resolve()),
         **_file_sizes(data),
         "quantize": model_metadata.get("quantize"),
         "io": model_metadata.get("io"),
@@ -547,18 +653,25 @@ def bench_tflite(model_path, test_features, labels, class_names, runtime, option
     return variant
 
 
-def _baseline_latency(function, rows, options, name):
-    """Time ``function`` on one row per call and on one batch per call."""
+def _baseline_latency(function, rows, options, name, mode, threads):
+    """Time ``function`` on one row per call and on one batch per call, after ``min(warmup, 3)`` warm-up calls each."""
     single = [rows[i : i + 1] for i in range(min(len(rows), 64))]
     batch_size = min(options.baseline_batch_size, len(rows))
     batches = [rows[:batch_size]]
-    warmup = min(options.warmup, 3)
-    one = time_calls(function, single, warmup, options.baseline_runs, f"{name} 1 row", options.progress)
-    many = time_calls(function, batches, warmup, options.baseline_runs, f"{name} batch", options.progress)
+    warmup = min(options.warmup, BASELINE_MAX_WARMUP)
+    one = time_calls(function, single, warmup, options.baseline_runs, f"{name} {mode} 1 row", options.progress)
+    many = time_calls(function, batches, warmup, options.baseline_runs, f"{name} {mode} batch", options.progress)
     return [
-        _latency_record(*one, 1, mode="predict", threads=None),
-        _latency_record(*many, batch_size, mode="predict", threads=None),
+        _latency_record(*one, 1, mode=mode, threads=threads),
+        _latency_record(*many, batch_size, mode=mode, threads=threads),
     ]
+
+
+def _load_interpreter(model_path, threads, runtime):
+    # LiteRT prints "INFO: Created TensorFlow Lite XNNPACK delegate for CPU." from C++ when it
+    # builds the interpreter; quiet_native_stderr drops it unless -vv is on.
+    with quiet_native_stderr():
+        return _runner_call(runner.load_interpreter, model_path, threads, None, runtime)
 
 
 def bench_keras(run, test_features, labels, options):
@@ -574,21 +687,41 @@ def bench_keras(run, test_features, labels, options):
     def predict(batch):
         model.predict(batch, batch_size=len(batch), verbose=0)
 
+    def call(batch):
+        model(batch, training=False)
+
     from ids_edge._tf import import_tensorflow
 
     tf, keras = import_tensorflow()
+    threads = keras_threads(tf)
+    latency = _baseline_latency(predict, inputs, options, "keras", "predict", threads)
+    latency += _baseline_latency(call, inputs, options, "keras", "call", threads)
     variant = {
         "name": "keras_float32",
         "kind": "keras",
-        "engine": f"tf_keras {keras.__version__} model.predict (TensorFlow {tf.__version__}, its default threads)",
-        "model_file": str(model_file),
+        "engine": (
+            f"tf_keras {keras.__version__} model.predict and model(x, training=False) (TensorFlow {tf.__version__}, "
+            f"threads: {threads})"
+        ),
+        "model_file": str(model_file.resolve()),
+        "size_of": "the .keras archive of the run",
         **_file_sizes(model_file.read_bytes()),
         "metrics": report,
-        "latency": _baseline_latency(predict, inputs, options, "keras"),
+        "latency": latency,
     }
     if options.memory:
         variant["memory"] = measure_child_memory("keras", model_file)
     return variant
+
+
+def keras_threads(tf):
+    """Describe TensorFlow's CPU thread settings, where 0 means TensorFlow picks the count itself."""
+    intra = tf.config.threading.get_intra_op_parallelism_threads()
+    inter = tf.config.threading.get_inter_op_parallelism_threads()
+    return (
+        f"TensorFlow default (intra-op {intra or 'auto'}, inter-op {inter or 'auto'}; "
+        f"{os.cpu_count()} logical CPUs)"
+    )
 
 
 def bench_forest(run, dataset, options):
@@ -617,9 +750,10 @@ def bench_forest(run, dataset, options):
             f"random_state={options.seed}, n_jobs=1).predict"
         ),
         "model_file": "(joblib pickle in a temporary file, measured and deleted)",
+        "size_of": "the joblib pickle of the trained forest, written to a temporary file and deleted",
         **sizes,
         "metrics": report,
-        "latency": _baseline_latency(forest.predict, test, options, "forest"),
+        "latency": _baseline_latency(forest.predict, test, options, "forest", "predict", 1),
     }
     if memory is not None:
         variant["memory"] = memory
@@ -664,7 +798,11 @@ def _build_report(run, dataset, runtime, options, variants, started):
         "machine": machine_info(runtime),
         "runtimes_skipped": runtime_survey(runtime),
         "options": {key: list(value) if isinstance(value, tuple) else value for key, value in dataclasses.asdict(options).items()},
-        "clock": "time.perf_counter_ns (monotonic); TFLite: Interpreter.invoke() only; Keras and RandomForest: the predict call",
+        "clock": (
+            "time.perf_counter_ns (monotonic); TFLite: Interpreter.invoke() only; Keras: the model.predict call and "
+            "the direct model(x, training=False) call; RandomForest: the predict call"
+        ),
+        "baseline_warmup": min(options.warmup, BASELINE_MAX_WARMUP),
         "variants": variants,
         "devices": [],
     }
@@ -694,11 +832,24 @@ def bench_models(model_paths, out_dir, options, run_dir=None, data_path=None, de
     model_paths = [pathlib.Path(p) for p in model_paths]
     for model_path in model_paths:
         read_tflite_file(model_path)
-    run = runs.load_run(find_run_dir(model_paths, run_dir))
+        check_metadata_matches_model(model_path, read_model_metadata(model_path))
+    run_dir = find_run_dir(model_paths, run_dir)
+    other_runs = models_of_other_runs(model_paths, run_dir)
+    if other_runs and not options.allow_other_run:
+        model_path, named = other_runs[0]
+        raise IdsEdgeError(
+            f"Model {model_path} was exported from run {named} (its export.json), but --run names run {run_dir}. "
+            f"Pass --run {named}, or add --allow-other-run to evaluate it on the test split of {run_dir}; the report "
+            "then marks the model as evaluated on another run."
+        )
+    run = runs.load_run(run_dir)
     for model_path in model_paths:
-        check_model_matches_run(model_path, metadata.read_metadata(model_path), run)
+        check_model_matches_run(model_path, read_model_metadata(model_path), run)
     runtime = find_runtime(options.runtime)
     devices = [load_device_result(path) for path in device_results]
+    notes = _option_notes(options)
+    for note in notes:
+        logger.warning("%s", note)
 
     # Entering the output folder first rejects an unusable --out before minutes of measuring.
     with output_dir(out_dir, marker=REPORT_JSON) as folder:
@@ -709,6 +860,14 @@ def bench_models(model_paths, out_dir, options, run_dir=None, data_path=None, de
         logger.info("Benchmarking %d models on %d test rows with %s %s", len(model_paths), len(labels), runtime.name, runtime.version)
 
         variants = [bench_tflite(path, test_features, labels, run.class_names, runtime, options) for path in model_paths]
+        for variant, model_path in zip(variants, model_paths):
+            named = dict(other_runs).get(str(model_path))
+            if named is not None:
+                variant["export_run_dir"] = named
+                notes.append(
+                    f"{variant['name']} was exported from run {named} but is evaluated on the test split of run "
+                    f"{run.path} (--allow-other-run)."
+                )
         _make_names_unique(variants)
         if options.keras:
             variants.append(bench_keras(run, test_features, labels, options))
@@ -717,11 +876,25 @@ def bench_models(model_paths, out_dir, options, run_dir=None, data_path=None, de
 
         report = _build_report(run, dataset, runtime, options, variants, started)
         report["load_average_1min"] = {"start": load_at_start, "end": _load_average()}
+        report["notes"] = notes
         for device in devices:
             attach_device_result(report, device)
 
         write_report_files(report, folder)
     return BenchResult(pathlib.Path(out_dir), report)
+
+
+def _option_notes(options):
+    """Return warnings about options that make the numbers hard to read, such as more threads than CPUs."""
+    cpus = os.cpu_count()
+    notes = []
+    for threads in sorted(set(options.threads)):
+        if cpus and threads > cpus:
+            notes.append(
+                f"--threads {threads} is more than the {cpus} logical CPUs of this machine, so those threads share "
+                "CPUs and the latency is not that of parallel cores."
+            )
+    return notes
 
 
 # Device results.
@@ -734,6 +907,11 @@ def load_device_result(path):
         IdsEdgeError: The file is missing, not JSON, of another or newer format, or lacks a key.
     """
     path = pathlib.Path(path)
+    if path.is_dir():
+        raise IdsEdgeError(
+            f"Device result {path} is a folder, but --import expects a result.json file that runner.py wrote. "
+            f"Pass the file, for example {path / 'result.json'}."
+        )
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
@@ -756,16 +934,84 @@ def load_device_result(path):
             raise IdsEdgeError(f"Device result {path}: {key!r} must be a JSON object. Run the device benchmark again.")
     if not isinstance(data["emulated"], bool):
         raise IdsEdgeError(f"Device result {path}: \"emulated\" must be true or false, not {data['emulated']!r}.")
+    _check_device_values(path, data)
     data["source_file"] = str(path)
     return data
 
 
+_LATENCY_KEYS = ("mean_us", "std_us", "min_us", "p50_us", "p90_us", "p99_us", "max_us", "throughput_flows_per_s")
+_FRACTION_KEYS = ("accuracy", "precision_macro", "recall_macro", "f1_macro", "precision_weighted", "recall_weighted", "f1_weighted")
+
+
+def _check_device_values(path, data):
+    """Raise :class:`IdsEdgeError` naming the first field of a device result with a wrong type or range."""
+    def fail(field, value, expected):
+        raise IdsEdgeError(
+            f"Device result {path}: {field} is {value!r}, but it must be {expected}. The file was edited or damaged; "
+            "run the device benchmark again and copy its result.json unchanged."
+        )
+
+    def number(field, value, minimum=0.0, maximum=None, required=True):
+        if value is None and not required:
+            return
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not np.isfinite(value):
+            fail(field, value, "a finite number")
+        if value < minimum or (maximum is not None and value > maximum):
+            fail(field, value, f"between {minimum} and {maximum}" if maximum is not None else f"{minimum} or more")
+
+    if not isinstance(data["device"], str) or not data["device"].strip():
+        fail("device", data["device"], "a non-empty device name")
+    latency = data["latency"]
+    for key in _LATENCY_KEYS:
+        number(f"latency.{key}", latency.get(key))
+    for key in ("count", "batch_size"):
+        value = latency.get(key)
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            fail(f"latency.{key}", value, "an integer of 1 or more")
+    metrics = data.get("metrics")
+    if metrics is not None:
+        if not isinstance(metrics, dict):
+            fail("metrics", metrics, "a JSON object or null")
+        for key in _FRACTION_KEYS:
+            number(f"metrics.{key}", metrics.get(key), 0.0, 1.0, required=key in ("accuracy", "f1_macro"))
+    number("peak_rss_bytes", data.get("peak_rss_bytes"), required=False)
+    sha256 = data["model"].get("sha256")
+    if not isinstance(sha256, str) or len(sha256) != 64:
+        fail("model.sha256", sha256, "a 64-character SHA-256 hex digest")
+    match = data.get("outputs_match_expected")
+    if match is not None and not isinstance(match, bool):
+        fail("outputs_match_expected", match, "true, false or null")
+
+
+def _device_key(device):
+    runtime = device["runtime"]
+    return (
+        device["device"], device["model"].get("sha256"), runtime.get("name"), runtime.get("version"),
+        runtime.get("num_threads"), runtime.get("delegate"), device["latency"].get("batch_size"), device["emulated"],
+    )
+
+
 def attach_device_result(report, device):
-    """Add a device result to a report, naming the host variant that ran the same model file."""
+    """Add a device result to a report, naming the host variant that ran the same model file.
+
+    A result of the same device, model file (SHA-256), runtime, threads, delegate, batch size and
+    emulation replaces the earlier one, so importing a file twice or a rerun adds no second row.
+
+    Returns:
+        ``"added"`` or ``"replaced"``.
+    """
     sha256 = device["model"].get("sha256")
     match = next((v["name"] for v in report["variants"] if v.get("sha256") == sha256), None)
     device["host_variant"] = match
-    report.setdefault("devices", []).append(device)
+    devices = report.setdefault("devices", [])
+    key = _device_key(device)
+    for position, existing in enumerate(devices):
+        if _device_key(existing) == key:
+            devices[position] = device
+            logger.info("Replaced the earlier result of %s for the same model and settings", device["device"])
+            return "replaced"
+    devices.append(device)
+    return "added"
 
 
 def import_device_results(out_dir, result_paths):
@@ -776,6 +1022,8 @@ def import_device_results(out_dir, result_paths):
     Raises:
         IdsEdgeError: ``out_dir`` contains no bench report, or a result file is invalid.
     """
+    if str(out_dir) in ("", "."):
+        raise IdsEdgeError("Invalid --out: it is empty or the current folder. Name the report folder that 'ids-edge bench' wrote.")
     out_dir = pathlib.Path(out_dir)
     report_path = out_dir / REPORT_JSON
     try:
@@ -790,8 +1038,13 @@ def import_device_results(out_dir, result_paths):
     if report.get("format") != REPORT_FORMAT:
         raise IdsEdgeError(f"{report_path} is not an ids-edge benchmark report.")
 
-    for path in result_paths:
-        attach_device_result(report, load_device_result(path))
+    outcomes = [attach_device_result(report, load_device_result(path)) for path in result_paths]
+    messages = []
+    if "replaced" in outcomes:
+        messages.append(
+            f"{outcomes.count('replaced')} imported result(s) replaced an earlier result of the same device, model "
+            "file and settings instead of adding a second row."
+        )
 
     staging = pathlib.Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", suffix=".partial", dir=out_dir.parent))
     try:
@@ -800,7 +1053,7 @@ def import_device_results(out_dir, result_paths):
             os.replace(item, out_dir / item.name)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
-    return BenchResult(out_dir, report)
+    return BenchResult(out_dir, report, messages)
 
 
 # Report files.

@@ -27,6 +27,16 @@ def _number(value, digits=1):
     return "n/a" if value is None else f"{value:,.{digits}f}"
 
 
+def cell(value):
+    """Return ``value`` as text for one Markdown table cell: ``|`` escaped and line breaks as spaces."""
+    return " ".join(str(value).split()).replace("|", "\\|")
+
+
+def _threads(record):
+    threads = record.get("threads")
+    return "runtime default" if threads is None else str(threads)
+
+
 def _memory_cell(variant):
     memory = variant.get("memory")
     if not memory:
@@ -41,6 +51,7 @@ def _header(report):
     data = report["data"]
     options = report["options"]
     versions = machine["versions"]
+    kinds = {variant["kind"] for variant in report["variants"]}
     lines = [
         "# ids-edge benchmark: host CPU",
         "",
@@ -49,8 +60,8 @@ def _header(report):
         "one report rather than across reports.",
         "",
         f"- Run: `{report['run_dir']}`, task {data['task']} ({', '.join(data['classes'])}).",
-        f"- Data: {data['test_rows']} test rows from {data['origin']}; the RandomForest trains on its "
-        f"{data['train_rows']} training rows.",
+        f"- Data: {data['test_rows']} test rows from {data['origin']}"
+        + (f"; the RandomForest trains on its {data['train_rows']} training rows." if "forest" in kinds else "."),
         f"- Machine: {machine['cpu_model']}, {machine['logical_cpus']} logical CPUs, {machine['machine']}, "
         f"{machine['os']} (kernel {machine['kernel']}), Python {machine['python']}.",
         f"- TFLite runtime: {machine['tflite_runtime_used']}. TensorFlow {versions.get('tensorflow')}, tf_keras "
@@ -60,10 +71,20 @@ def _header(report):
     for name, reason in report.get("runtimes_skipped", {}).items():
         lines.append(f"- Runtime {name} skipped: {reason}")
 
+    baseline_warmup = report.get("baseline_warmup", min(options["warmup"], 3))
     lines.append(
         f"- Timing: {report['clock']}. TFLite: {options['warmup']} warm-up and {options['runs']} timed invocations "
-        f"per configuration; Keras and RandomForest: {options['baseline_runs']} timed calls per mode."
+        f"per configuration; Keras and RandomForest: {baseline_warmup} warm-up and {options['baseline_runs']} timed "
+        "calls per mode and flows per call."
     )
+    if kinds & {"keras", "forest"}:
+        lines.append(
+            "- Size: the .tflite file for TFLite; the run's .keras archive for Keras; for the RandomForest, its joblib "
+            "pickle, written to a temporary file, measured and deleted."
+        )
+
+    for note in report.get("notes", []):
+        lines.append(f"- Note: {note}")
 
     load = report.get("load_average_1min") or {}
     if load.get("start") is not None:
@@ -101,7 +122,7 @@ def _side_by_side(report):
             batch_cell = "n/a (static batch 1)" if skipped else "not requested"
         metrics = variant["metrics"]
         lines.append(
-            f"| {variant['name']} | {variant['engine']} | {variant['size_bytes']:,} | {variant['gzip_bytes']:,} | "
+            f"| {cell(variant['name'])} | {cell(variant['engine'])} | {variant['size_bytes']:,} | {variant['gzip_bytes']:,} | "
             f"{metrics['accuracy']:.4f} | {metrics['macro']['f1']:.4f} | {_number(one and one['p50_us'], 2)} | "
             f"{_number(one and one['p99_us'], 2)} | {_number(one and one['throughput_flows_per_s'], 0)} | {batch_cell} | "
             f"{_memory_cell(variant)} |"
@@ -110,8 +131,25 @@ def _side_by_side(report):
     return lines
 
 
-def _ratio_line(candidate, reference):
-    one, reference_one = _headline(candidate), _headline(reference)
+def _one_flow_record(variant, mode):
+    for record in variant.get("latency", []):
+        if "p50_us" in record and record["batch_size"] == 1 and record["mode"] == mode:
+            return record
+    return None
+
+
+def _reference_label(reference, mode, record):
+    if reference["kind"] == "keras" and mode == "predict":
+        return f"{reference['name']} model.predict (includes predict()'s per-call overhead; threads: {record['threads']})"
+    if reference["kind"] == "keras":
+        return f"{reference['name']} model(x, training=False) (threads: {record['threads']})"
+    if reference["kind"] == "forest":
+        return f"{reference['name']} predict ({_threads(record)} thread)"
+    return f"{reference['name']} ({_threads(record)} thread{'s' if record.get('threads') != 1 else ''})"
+
+
+def _ratio_line(candidate, reference, mode):
+    one, reference_one = _headline(candidate), _one_flow_record(reference, mode)
     parts = [f"file {reference['size_bytes'] / candidate['size_bytes']:.1f}x smaller" if candidate["size_bytes"] <= reference["size_bytes"]
              else f"file {candidate['size_bytes'] / reference['size_bytes']:.1f}x larger"]
     if one and reference_one:
@@ -119,7 +157,9 @@ def _ratio_line(candidate, reference):
         parts.append(f"p50 per flow {speed:.1f}x faster" if speed >= 1 else f"p50 per flow {1 / speed:.1f}x slower")
     change = 100 * (candidate["metrics"]["macro"]["f1"] - reference["metrics"]["macro"]["f1"])
     parts.append(f"macro F1 {change:+.2f} pp")
-    return f"- {candidate['name']} against {reference['name']}: " + ", ".join(parts) + "."
+    threads = f" ({_threads(one)} thread{'s' if one and one.get('threads') != 1 else ''})" if one else ""
+    label = _reference_label(reference, mode, reference_one) if reference_one else reference["name"]
+    return f"- {candidate['name']}{threads} against {label}: " + ", ".join(parts) + "."
 
 
 def _ratios(report):
@@ -132,11 +172,22 @@ def _ratios(report):
     if float_tflite:
         references.append(float_tflite)
     references += by_kind.get("keras", []) + by_kind.get("forest", [])
-    lines = ["## Ratios measured in this run", "", "Ratios of p50 latency with one flow per call, and of file size.", ""]
+    lines = [
+        "## Ratios measured in this run",
+        "",
+        "Ratios of p50 latency with one flow per call, and of file size. Keras is timed twice: with `model.predict`, "
+        "as the model is deployed without export, whose time per call is mostly predict()'s own overhead on one row, "
+        "and with a direct `model(x, training=False)` call. Keras runs on TensorFlow's default threads, TFLite on the "
+        "thread count named beside it.",
+        "",
+    ]
     for candidate in by_kind.get("tflite", []):
         for reference in references:
-            if reference is not candidate:
-                lines.append(_ratio_line(candidate, reference))
+            if reference is candidate:
+                continue
+            modes = ("predict", "call") if reference["kind"] == "keras" else ("invoke" if reference["kind"] == "tflite" else "predict",)
+            for mode in modes:
+                lines.append(_ratio_line(candidate, reference, mode))
     lines.append("")
     return lines
 
@@ -152,12 +203,12 @@ def _latency_table(report):
     skipped = []
     for variant in report["variants"]:
         for record in variant["latency"]:
-            threads = record.get("threads") or "default"
+            threads = _threads(record)
             if "skipped" in record:
                 skipped.append(f"- {variant['name']}, threads={threads}, batch {record['batch_size']}: skipped. {record['skipped']}")
                 continue
             lines.append(
-                f"| {variant['name']} | {record['mode']} | {threads} | {record['batch_size']} | "
+                f"| {cell(variant['name'])} | {record['mode']} | {cell(threads)} | {record['batch_size']} | "
                 f"{_number(record.get('first_us'), 2)} | {_number(record.get('warmup_mean_us'), 2)} | {record['count']} | "
                 f"{record['mean_us']:,.2f} | {record['std_us']:,.2f} | {record['min_us']:,.2f} | {record['p50_us']:,.2f} | "
                 f"{record['p90_us']:,.2f} | {record['p99_us']:,.2f} | {record['max_us']:,.2f} | "
@@ -197,24 +248,34 @@ def _memory_notes(report):
 
 def _device_rows(devices):
     rows = [
-        "| device | model (host variant) | runtime | threads | flows per call | count | p50 | p90 | p99 | flows/s | accuracy | macro F1 | peak RSS MiB | result file |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
+        "| device | model (host variant) | runtime | threads | flows per call | count | p50 | p90 | p99 | flows/s | accuracy "
+        "| macro F1 | peak RSS MiB | outputs match bundle | result file |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for device in devices:
         latency = device["latency"]
         metrics = device.get("metrics") or {}
         peak = device.get("peak_rss_bytes")
         variant = device.get("host_variant") or "not benchmarked on the host"
+        runtime = device["runtime"]
         rows.append(
-            f"| {device['device']} ({device['platform'].get('machine', '?')}) | {device['model'].get('file')} ({variant}) | "
-            f"{device['runtime'].get('name')} {device['runtime'].get('version')} | {device['runtime'].get('num_threads')} | "
+            f"| {cell(device['device'])} ({cell(device['platform'].get('machine', '?'))}) | "
+            f"{cell(device['model'].get('file'))} ({cell(variant)}) | "
+            f"{cell(runtime.get('name'))} {cell(runtime.get('version'))} | {cell(runtime.get('num_threads'))} | "
             f"{latency.get('batch_size')} | {latency.get('count')} | {_number(latency.get('p50_us'), 2)} | "
             f"{_number(latency.get('p90_us'), 2)} | {_number(latency.get('p99_us'), 2)} | "
             f"{_number(latency.get('throughput_flows_per_s'), 0)} | {_number(metrics.get('accuracy'), 4)} | "
             f"{_number(metrics.get('f1_macro'), 4)} | {_number(peak / MIB if peak else None, 1)} | "
-            f"{pathlib.Path(device.get('source_file', '')).name} |"
+            f"{_match_cell(device)} | {cell(pathlib.Path(device.get('source_file', '')).name)} |"
         )
     return rows
+
+
+def _match_cell(device):
+    match = device.get("outputs_match_expected")
+    if match is None:
+        return "not checked"
+    return "yes" if match else "no"
 
 
 def _devices(report):
@@ -238,8 +299,15 @@ def _devices(report):
         lines += _device_rows(emulated) + [""]
         for device in emulated:
             hints = "; ".join(device.get("emulation_hints", [])) or "flagged as emulated"
-            lines.append(f"- {device['device']}: emulated ({hints}).")
+            lines.append(f"- {cell(device['device'])}: emulated ({hints}).")
         lines.append("")
+    if devices:
+        lines += [
+            "\"outputs match bundle\" compares the SHA-256 of the device's raw outputs with the one the host recorded "
+            "in bundle.json (\"not checked\" when the runner ran outside a bundle or on another model or rows file). "
+            "A runtime version other than the host's may legitimately differ by one quantization step on some rows.",
+            "",
+        ]
     return lines
 
 
@@ -285,7 +353,7 @@ def plot_latency(report, path):
     for variant in report["variants"]:
         for record in variant["latency"]:
             if record.get("samples_us"):
-                threads = f", {record['threads']} thr" if record.get("threads") else ""
+                threads = f", {record['threads']} thr" if isinstance(record.get("threads"), int) else ""
                 labels.append(f"{variant['name']} ({record['mode']}, {record['batch_size']}/call{threads})")
                 samples.append(record["samples_us"])
     figure, axes = plt.subplots(figsize=(9, 1.0 + 0.45 * max(1, len(labels))))

@@ -222,7 +222,12 @@ def _check_model(model_path, target):
         raise IdsEdgeError(f"Invalid target {target!r}: choose one of {', '.join(TARGETS)}.")
     if not model_path.is_file():
         raise IdsEdgeError(f"Model file {model_path} not found. Export one with 'ids-edge export'.")
-    model_metadata = metadata.read_metadata(model_path)
+    from ids_edge.bench import check_metadata_matches_model, read_model_metadata, read_tflite_file
+
+    model_metadata = read_model_metadata(model_path)
+
+    read_tflite_file(model_path)
+    check_metadata_matches_model(model_path, model_metadata)
     if target == "coral" and model_metadata.get("io") != "int8":
         raise IdsEdgeError(
             f"Target coral needs a full-integer model with int8 input and output, but {model_path} has "
@@ -239,9 +244,13 @@ def _host_outputs(model_path, rows, model_metadata):
     tuple
         ``(outputs, runtime)``: the raw outputs and the runtime's name and version.
     """
+    from ids_edge._tf import quiet_native_stderr
+
     try:
         runtime = runner.find_runtime()
-        interpreter = runner.load_interpreter(model_path, num_threads=1, runtime=runtime)
+        # quiet_native_stderr drops LiteRT's "Created TensorFlow Lite XNNPACK delegate" line unless -vv is on.
+        with quiet_native_stderr():
+            interpreter = runner.load_interpreter(model_path, num_threads=1, runtime=runtime)
         inputs = runner.prepare_inputs(rows.features, model_metadata, runner.input_detail(interpreter))
     except runner.RuntimeNotFoundError as error:
         raise MissingRuntimeError(str(error)) from None
@@ -290,7 +299,8 @@ def _compile_edgetpu(model_path, folder, skipped):
 def _run_script(target, edgetpu_model):
     lines = [
         "#!/bin/sh",
-        "# Run the bundled model on this device's real rows and write result.json (options: python3 runner.py --help).",
+        f"# Run the bundled model on {ROWS_FILE} (labelled rows copied from the host, see README.txt) and write",
+        "# result.json. runner.py first checks the file checksums in bundle.json. Options: python3 runner.py --help.",
         "set -eu",
         'cd "$(dirname "$0")"',
         'PYTHON=${PYTHON:-python3}',
@@ -351,8 +361,17 @@ Bit-for-bit check:
     if target == "coral":
         text += f"""
 Coral Edge TPU:
-  Install the Edge TPU runtime from Coral's apt repository: sudo apt-get install libedgetpu1-std
-  run.sh loads it with --delegate {EDGETPU_DELEGATE}{'' if edgetpu_model else ' once ' + EDGETPU_MODEL_FILE + ' is present'}.
+  Coral Dev Board (Mendel Linux): Mendel is set up with Coral's apt repository. Install Coral's
+  Python library and TFLite runtime from it and run with the system Python (no venv needed):
+    sudo apt-get update
+    sudo apt-get install python3-pycoral python3-tflite-runtime
+    ./run.sh
+  Coral USB Accelerator on Debian or Raspberry Pi OS: add Coral's apt repository as Coral's
+  "Get started with the USB Accelerator" page describes, then install the Edge TPU runtime:
+    sudo apt-get install libedgetpu1-std
+  and a TFLite runtime: python3-tflite-runtime from the same repository, or a venv as in the
+  install sections above. Plug the accelerator in after installing libedgetpu1-std.
+  run.sh loads the runtime with --delegate {EDGETPU_DELEGATE}{'' if edgetpu_model else ' once ' + EDGETPU_MODEL_FILE + ' is present'}.
   NOTE: libedgetpu is built against a specific TensorFlow Lite version; if loading the delegate
   fails with ai-edge-litert, use the tflite-runtime version that Coral's documentation names.
 """
@@ -463,8 +482,9 @@ def make_bundle(model_path, target, out, rows=None, *, max_rows=DEFAULT_MAX_ROWS
     if archive:
         archive_path = out.with_name(out.name + ".tar.gz")
         _write_archive(out, archive_path)
+    # The skipped steps are printed once, by BundleResult.summary_lines.
     for reason in skipped:
-        logger.warning("Skipped: %s", reason)
+        logger.debug("Skipped: %s", reason)
     return BundleResult(
         out, archive_path, target, files + ["bundle.json"], len(loaded.features), loaded.source, expected, host_runtime, skipped
     )

@@ -185,6 +185,32 @@ def _signature(tensor):
     return [int(v) for v in tensor.ShapeSignatureAsNumpy()]
 
 
+def read_tflite_bytes(model_path):
+    """Read a ``.tflite`` file and check the ``TFL3`` file identifier at byte 4.
+
+    ``ids-edge bench`` and ``ids-edge coral`` both read models through this check, so random
+    bytes and non-model files get the same message.
+
+    Raises:
+        IdsEdgeError: The file is missing, a folder, unreadable, or has no TFLite identifier.
+    """
+    model_path = pathlib.Path(model_path)
+    if model_path.is_dir():
+        raise IdsEdgeError(f"Model path {model_path} is a folder. Pass the .tflite file inside it that 'ids-edge export' wrote.")
+    try:
+        data = model_path.read_bytes()
+    except FileNotFoundError:
+        raise IdsEdgeError(f"Model file {model_path} not found. Pass the .tflite file that 'ids-edge export' wrote.") from None
+    except OSError as error:
+        raise IdsEdgeError(f"Model file {model_path} cannot be read: {error.strerror}.") from None
+    if len(data) < 8 or data[4:8] != b"TFL3":
+        raise IdsEdgeError(
+            f"{model_path} is not a TFLite model ({len(data)} bytes, no 'TFL3' identifier at byte 4). "
+            "Pass a .tflite file written by 'ids-edge export'."
+        )
+    return data
+
+
 def read_flatbuffer(model_path):
     """Read a ``.tflite`` file's first subgraph: tensors, operators and builtin options.
 
@@ -198,17 +224,7 @@ def read_flatbuffer(model_path):
         IdsEdgeError: The file is missing, truncated or not a TFLite flatbuffer.
     """
     model_path = pathlib.Path(model_path)
-    try:
-        data = model_path.read_bytes()
-    except FileNotFoundError:
-        raise IdsEdgeError(f"Model file {model_path} not found. Pass the path of a .tflite file.") from None
-    except OSError as error:
-        raise IdsEdgeError(f"Model file {model_path} cannot be read: {error.strerror}.") from None
-    if len(data) < 8 or data[4:8] != b"TFL3":
-        raise IdsEdgeError(
-            f"{model_path} is not a TFLite model (bytes 4-8 are {data[4:8]!r}, not b'TFL3'). "
-            "Pass a .tflite file written by 'ids-edge export'."
-        )
+    data = read_tflite_bytes(model_path)
 
     schema = load_schema()
     try:
@@ -256,9 +272,12 @@ def read_flatbuffer(model_path):
             operators.append((entry, operator))
         graph_inputs = [int(v) for v in subgraph.InputsAsNumpy()]
         graph_outputs = [int(v) for v in subgraph.OutputsAsNumpy()]
-    except (IndexError, ValueError, struct.error, UnicodeDecodeError) as error:
+    except (IndexError, ValueError, struct.error, UnicodeDecodeError):
         # A truncated flatbuffer makes the generated accessors read past the end of the buffer.
-        raise IdsEdgeError(f"{model_path} is a damaged TFLite file ({type(error).__name__}: {error}). Export it again.") from None
+        raise IdsEdgeError(
+            f"{model_path} is a damaged TFLite file: its {len(data)} bytes end before the model's tables do, "
+            "as in a truncated copy. Export it again with 'ids-edge export', or copy it again."
+        ) from None
     return schema, model, tensors, operators, graph_inputs, graph_outputs
 
 
@@ -638,7 +657,11 @@ def check_readiness(model_path, use_tools=True):
 def format_markdown(report, heading="##"):
     """Render a readiness report as Markdown lines."""
     verdict = "ready" if report.ready else "not ready"
-    lines = [f"{heading} Coral Edge TPU readiness: {pathlib.Path(report.model).name} is {verdict}", ""]
+    if report.compiler.get("status") == "compiled":
+        basis = "by edgetpu_compiler"
+    else:
+        basis = "by ids-edge's static check (edgetpu_compiler not run)"
+    lines = [f"{heading} Coral Edge TPU readiness: {pathlib.Path(report.model).name} is {verdict} {basis}", ""]
     lines.append(
         f"Input {report.input.get('dtype')} {report.input.get('shape_signature')}, output "
         f"{report.output.get('dtype')} {report.output.get('shape_signature')}. Rules: {DOCS_URL}"

@@ -48,7 +48,10 @@ def read_metadata(model_path):
         raise IdsEdgeError(f"Metadata file {path} is not valid JSON ({error}). Export the model again.") from None
 
     if not isinstance(data, dict) or data.get("format") != FORMAT:
-        raise IdsEdgeError(f"{path} is not ids-edge model metadata (no \"format\": \"{FORMAT}\").")
+        raise IdsEdgeError(
+            f"{path} is not ids-edge model metadata (no \"format\": \"{FORMAT}\"). Export the model again "
+            "with 'ids-edge export', which writes this file beside the .tflite file."
+        )
     version = data.get("format_version")
     if not isinstance(version, int) or version > FORMAT_VERSION:
         raise IdsEdgeError(

@@ -17,6 +17,10 @@ Latency follows TFLite's ``benchmark_model``: warm-up invocations, then timed in
 ``Interpreter.invoke()`` alone, each timed with ``time.perf_counter_ns`` (a monotonic clock).
 Under qemu user-mode emulation the result is marked ``"emulated": true`` and its timings are not
 device latency.
+
+Run from a bundle (``bundle.json`` beside this file), it first checks the SHA-256 of every file
+that ``bundle.json`` lists and stops on a mismatch, and then compares the outputs' SHA-256 with
+the one the host recorded (``outputs_match_expected`` in the result).
 """
 
 from __future__ import annotations
@@ -51,6 +55,9 @@ RUNTIMES = ("ai-edge-litert", "tflite-runtime", "tensorflow")
 """TFLite runtime names in the order :func:`find_runtime` tries them."""
 
 DEFAULT_LABEL_COLUMN = "label"
+BUNDLE_FILE = "bundle.json"
+BUNDLE_MODEL_FILE = "model.tflite"
+BUNDLE_ROWS_FILE = "rows.csv"
 EMULATION_ENV = "IDS_EDGE_EMULATED"
 """Environment variable that overrides emulation detection: ``1`` (emulated) or ``0`` (native)."""
 
@@ -215,7 +222,7 @@ def load_interpreter(model_path, num_threads: int | None = None, delegate=None, 
         )
         interpreter.allocate_tensors()
     except (ValueError, RuntimeError) as error:
-        hint = ""
+        hint = " The file is damaged or not a TFLite model: export it again with 'ids-edge export' and copy it again."
         if "edgetpu" in str(error).lower():
             hint = " This model was compiled for the Edge TPU: run it with --delegate libedgetpu.so.1."
         raise RunnerError(f"{runtime.name} {runtime.version} could not load {model_path}: {error}.{hint}") from None
@@ -267,8 +274,8 @@ def set_batch_size(interpreter, batch_size: int) -> None:
     except (ValueError, RuntimeError) as error:
         raise RunnerError(
             f"The model does not allow batch size {batch_size}: its input shape signature is {signature} "
-            f"and resizing to {shape} failed ({str(error).strip()}). Use --batch-size 1, or export the model "
-            "with a dynamic batch dimension."
+            f"and resizing to {shape} failed ({str(error).strip()}). ids-edge exports models with a static batch "
+            "of 1: use --batch-size 1."
         ) from None
 
     rows = int(output_detail(interpreter)["shape"][0])
@@ -311,7 +318,10 @@ def read_model_metadata(model_path, path=None) -> dict:
         raise RunnerError(f"Metadata file {path} is not valid JSON ({error}).") from None
 
     if not isinstance(data, dict) or data.get("format") != MODEL_FORMAT:
-        raise RunnerError(f"{path} is not ids-edge model metadata (no \"format\": \"{MODEL_FORMAT}\").")
+        raise RunnerError(
+            f"{path} is not ids-edge model metadata (no \"format\": \"{MODEL_FORMAT}\"). Use the .json file that "
+            "'ids-edge export' wrote beside the .tflite file, or export the model again."
+        )
     version = data.get("format_version")
     if not isinstance(version, int) or version > MODEL_FORMAT_VERSION:
         raise RunnerError(
@@ -322,7 +332,16 @@ def read_model_metadata(model_path, path=None) -> dict:
     for key in ("class_names", "feature_names", "preprocessing"):
         if key not in data:
             raise RunnerError(f"Metadata file {path} has no {key!r} key. Export the model again.")
+    for key in ("class_names", "feature_names"):
+        names = data[key]
+        if not isinstance(names, list) or not names or not all(isinstance(name, str) and name for name in names):
+            raise RunnerError(
+                f"Metadata file {path}: {key!r} must be a non-empty list of name strings, not {names!r}. "
+                "Export the model again."
+            )
     preprocessing = data["preprocessing"]
+    if not isinstance(preprocessing, dict):
+        raise RunnerError(f"Metadata file {path}: 'preprocessing' must be a JSON object. Export the model again.")
     feature_count = len(data["feature_names"])
     for key in ("mean", "scale", "clip_min", "clip_max"):
         values = preprocessing.get(key)
@@ -738,6 +757,92 @@ def _utc_now() -> str:
     return datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
 
 
+# Bundle checks.
+
+
+def read_bundle_manifest(folder) -> dict | None:
+    """Return the parsed ``bundle.json`` in ``folder``, or None when there is none (not run from a bundle).
+
+    Raises
+    ------
+    RunnerError
+        ``bundle.json`` exists but is not valid JSON or lists no file checksums.
+    """
+    path = pathlib.Path(folder) / BUNDLE_FILE
+    if not path.is_file():
+        return None
+    try:
+        manifest = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
+        raise RunnerError(f"{path} is not valid JSON ({error}). Copy the bundle folder from the host again.") from None
+    if not isinstance(manifest, dict) or not isinstance(manifest.get("files"), dict):
+        raise RunnerError(f"{path} has no \"files\" checksums. Build the bundle again with 'ids-edge bundle'.")
+    return manifest
+
+
+def verify_bundle_files(folder, manifest: dict) -> None:
+    """Check the SHA-256 of every file that ``bundle.json`` lists, before anything runs.
+
+    Raises
+    ------
+    RunnerError
+        A listed file is missing or its content changed since the host built the bundle.
+    """
+    folder = pathlib.Path(folder)
+    for name, expected in sorted(manifest["files"].items()):
+        path = folder / name
+        if not path.is_file():
+            raise RunnerError(f"{path} is missing, but {BUNDLE_FILE} lists it. Copy the whole bundle folder again.")
+        actual = _file_sha256(path)
+        if actual != expected:
+            raise RunnerError(
+                f"{path} has SHA-256 {actual}, but {BUNDLE_FILE} records {expected}: the file changed after the bundle "
+                "was built. Copy the bundle folder from the host again, or build it again with 'ids-edge bundle'."
+            )
+
+
+def compare_with_bundle(folder, manifest: dict, model_path, rows_path, delegate, outputs_sha: str, runtime: RuntimeInfo) -> dict:
+    """Compare the outputs' SHA-256 with the one the host recorded in ``bundle.json``.
+
+    The comparison applies only to the bundle's own CPU run: ``model.tflite`` on ``rows.csv``
+    without a delegate. ``outputs_match_expected`` is None otherwise.
+    """
+    folder = pathlib.Path(folder).resolve()
+    host_runtime = manifest.get("expected_outputs_runtime")
+    record = {
+        "expected_outputs_sha256": manifest.get("expected_outputs_sha256"),
+        "expected_outputs_runtime": host_runtime,
+        "runtime": f"{runtime.name} {runtime.version}",
+    }
+    same_run = (
+        pathlib.Path(model_path).resolve() == folder / BUNDLE_MODEL_FILE
+        and pathlib.Path(rows_path).resolve() == folder / BUNDLE_ROWS_FILE
+        and delegate is None
+    )
+    if not same_run or not record["expected_outputs_sha256"]:
+        record["outputs_match_expected"] = None
+        record["note"] = (
+            f"Not compared: the expected checksum covers {BUNDLE_MODEL_FILE} on {BUNDLE_ROWS_FILE} on the CPU, "
+            "and this run used another model, rows file or a delegate."
+        )
+        return record
+
+    record["outputs_match_expected"] = outputs_sha == record["expected_outputs_sha256"]
+    if record["outputs_match_expected"]:
+        record["note"] = "The outputs are bit for bit those of the host."
+    elif host_runtime != record["runtime"]:
+        record["note"] = (
+            f"The outputs differ from the host's. The host used {host_runtime} and this run {record['runtime']}; "
+            "another runtime version may legitimately differ by one quantization step on some rows."
+        )
+    else:
+        record["note"] = (
+            "The outputs differ from the host's with the same runtime version. Compare the numpy versions and "
+            "the predictions with the host's to find the rows that differ."
+        )
+    return record
+
+
 # Whole run.
 
 
@@ -754,11 +859,14 @@ def run_benchmark(
     label_column: str | None = DEFAULT_LABEL_COLUMN,
     runtime_name: str | None = None,
     metadata_file=None,
+    bundle_dir=None,
 ) -> tuple[dict, np.ndarray]:
     """Load a model and rows, run every row, time inference and score the predictions.
 
     Predictions and their checksum always come from a batch-1 interpreter. With
     ``batch_size > 1`` a second interpreter is resized for the latency measurement only.
+    ``bundle_dir`` is the bundle folder whose ``bundle.json`` is checked (see
+    :func:`verify_bundle_files`), or None for the folder of this file when it contains one.
 
     Returns
     -------
@@ -767,6 +875,10 @@ def run_benchmark(
     """
     started_at = _utc_now()
     model_path = pathlib.Path(model_path)
+    bundle_dir = pathlib.Path(bundle_dir) if bundle_dir is not None else pathlib.Path(__file__).resolve().parent
+    manifest = read_bundle_manifest(bundle_dir)
+    if manifest is not None:
+        verify_bundle_files(bundle_dir, manifest)
     metadata = read_model_metadata(model_path, metadata_file)
     class_names = list(metadata["class_names"])
     rows = read_rows_csv(rows_path, metadata["feature_names"], class_names, label_column)
@@ -841,6 +953,13 @@ def run_benchmark(
         "predictions": predictions.tolist(),
         "metrics": classification_metrics(rows.labels, predictions, len(class_names)) if rows.labels is not None else None,
     }
+    if manifest is not None:
+        result["bundle"] = compare_with_bundle(
+            bundle_dir, manifest, model_path, rows_path, delegate, result["outputs"]["sha256"], runtime
+        )
+        result["outputs_match_expected"] = result["bundle"]["outputs_match_expected"]
+    else:
+        result["outputs_match_expected"] = None
     result["peak_rss_bytes"], result["peak_rss_source"] = peak_rss_bytes()
     return result, outputs
 
@@ -871,6 +990,10 @@ def format_summary(result: dict) -> str:
             f"accuracy {metrics['accuracy']:.4f}, macro F1 {metrics['f1_macro']:.4f} on {metrics['rows']} rows"
         )
     lines.append(f"outputs sha256 {result['outputs']['sha256']}")
+    bundle = result.get("bundle")
+    if bundle is not None:
+        match = {True: "yes", False: "NO", None: "not checked"}[bundle["outputs_match_expected"]]
+        lines.append(f"outputs match the bundle's expected sha256 ({bundle['expected_outputs_runtime']}): {match}. {bundle['note']}")
     return "\n".join(lines)
 
 

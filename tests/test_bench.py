@@ -4,6 +4,8 @@ import csv
 import dataclasses
 import json
 import shutil
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -152,7 +154,7 @@ def test_bench_rejects_non_tflite_file(tmp_path):
 
 def test_bench_rejects_truncated_model(model_copy, tmp_path):
     model_copy.write_bytes(model_copy.read_bytes()[:3000])
-    with pytest.raises(IdsEdgeError, match="could not load .*not a valid Flatbuffer"):
+    with pytest.raises(IdsEdgeError, match="is a damaged TFLite file: .*Export it again"):
         bench.bench_models([model_copy], tmp_path / "out", bench.BenchOptions(keras=False, forest=False, memory=False, **FAST))
 
 
@@ -254,3 +256,199 @@ def test_import_rejects_missing_emulated_flag(bench_result, int8_model, sample_t
     path.write_text(json.dumps(result))
     with pytest.raises(IdsEdgeError, match="has no 'emulated' key"):
         bench.import_device_results(bench_result.out_dir, [path])
+
+
+NO_BASELINES = dict(keras=False, forest=False, memory=False, **FAST)
+
+
+def edit_metadata(model_path, **changes):
+    """Rewrite the metadata JSON beside ``model_path`` with ``changes`` applied."""
+    path = model_path.with_suffix(".json")
+    data = json.loads(path.read_text())
+    data.update(changes)
+    path.write_text(json.dumps(data))
+    return data
+
+
+def test_bench_without_measured_latency_fails(int8_model, tmp_path):
+    out = tmp_path / "report"
+    bench.bench_models([int8_model], out, bench.BenchOptions(**NO_BASELINES))
+    good = (out / "bench.json").read_text()
+    options = bench.BenchOptions(**{**NO_BASELINES, "batch_sizes": (4,)})
+    with pytest.raises(IdsEdgeError, match="No latency configuration of .* could be measured, so no report was written. Batch 4.*static batch of 1"):
+        bench.bench_models([int8_model], out, options)
+    assert (out / "bench.json").read_text() == good
+
+
+def test_skip_note_names_static_batch(bench_result):
+    skipped = [r for r in bench_result.report["variants"][0]["latency"] if "skipped" in r][0]["skipped"]
+    assert "ids-edge exports models with a static batch of 1" in skipped
+    assert "dynamic batch dimension" not in skipped
+
+
+def test_bench_rejects_other_run(model_copy, tmp_path, sample_run):
+    other = tmp_path / "other_run"
+    shutil.copytree(sample_run, other)
+    with pytest.raises(IdsEdgeError, match=f"exported from run {sample_run}.*but --run names run {other}"):
+        bench.bench_models([model_copy], tmp_path / "out", bench.BenchOptions(**NO_BASELINES), run_dir=other)
+
+
+def test_bench_other_run_allowed_is_marked(model_copy, tmp_path, sample_run):
+    other = tmp_path / "other_run"
+    shutil.copytree(sample_run, other)
+    options = bench.BenchOptions(allow_other_run=True, **NO_BASELINES)
+    result = bench.bench_models([model_copy], tmp_path / "out", options, run_dir=other)
+    assert result.report["variants"][0]["export_run_dir"] == str(sample_run)
+    assert "is evaluated on the test split of run" in (tmp_path / "out" / "bench.md").read_text()
+
+
+def test_bench_missing_run_not_found(model_copy, tmp_path):
+    with pytest.raises(IdsEdgeError, match="Run directory .*nonexist \\(--run\\) not found"):
+        bench.bench_models([model_copy], tmp_path / "out", bench.BenchOptions(**NO_BASELINES), run_dir=tmp_path / "nonexist")
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        ("cut_features", "does not match the model .*lists 30 feature names, but the input tensor has shape \\[1, 39, 1\\]"),
+        ("string_features", "does not match the model .*'feature_names' must be a non-empty list of name strings, not 'abc'"),
+        ("quantize_none", "does not match the model .*quantize='none' and io='int8' give a FLOAT32 input, but the input tensor is INT8"),
+        ("extra_class", "does not match the model .*lists 3 class names, but the output tensor has shape \\[1, 2\\]"),
+    ],
+)
+def test_bench_rejects_metadata_contradicting_model(model_copy, tmp_path, change, message):
+    data = json.loads(model_copy.with_suffix(".json").read_text())
+    changes = {
+        "cut_features": {"feature_names": data["feature_names"][:30]},
+        "string_features": {"feature_names": "abc"},
+        "quantize_none": {"quantize": "none"},
+        "extra_class": {"class_names": data["class_names"] + ["Other"]},
+    }[change]
+    edit_metadata(model_copy, **changes)
+    with pytest.raises(IdsEdgeError, match=message):
+        bench.bench_models([model_copy], tmp_path / "out", bench.BenchOptions(**NO_BASELINES))
+
+
+def test_bench_rejects_model_folder(int8_model, tmp_path):
+    with pytest.raises(IdsEdgeError, match="is a folder. Pass the .tflite file inside it"):
+        bench.bench_models([int8_model.parent], tmp_path / "out", bench.BenchOptions(**NO_BASELINES))
+
+
+def test_cli_bench_threads_zero_names_value(int8_model, tmp_path):
+    result = CliRunner().invoke(main, ["bench", str(int8_model), "--out", str(tmp_path / "out"), "--threads", "2", "--threads", "0"])
+    assert "Error: Invalid option --threads 0: use 1 or more." in result.output
+
+
+def test_bench_notes_threads_above_cpus(int8_model, tmp_path, monkeypatch):
+    monkeypatch.setattr(bench.os, "cpu_count", lambda: 1)
+    result = bench.bench_models([int8_model], tmp_path / "out", bench.BenchOptions(**{**NO_BASELINES, "threads": (2,)}))
+    assert "--threads 2 is more than the 1 logical CPUs" in result.report["notes"][0]
+
+
+def test_bench_model_file_is_absolute(bench_result):
+    for variant in bench_result.report["variants"][:3]:
+        assert variant["model_file"].startswith("/"), variant["name"]
+
+
+def test_keras_timed_with_predict_and_call(bench_result):
+    keras = bench_result.report["variants"][2]
+    assert [(r["mode"], r["batch_size"]) for r in keras["latency"]] == [("predict", 1), ("predict", 32), ("call", 1), ("call", 32)]
+
+
+def test_ratio_labels_predict_overhead(bench_result):
+    text = (bench_result.out_dir / "bench.md").read_text()
+    assert "tflite_int8 (1 thread) against keras_float32 model.predict (includes predict()'s per-call overhead; threads: TensorFlow default" in text
+    assert "tflite_int8 (1 thread) against keras_float32 model(x, training=False)" in text
+
+
+def test_forest_threads_match_engine(bench_result):
+    forest = bench_result.report["variants"][3]
+    assert "n_jobs=1" in forest["engine"]
+    assert {record["threads"] for record in forest["latency"]} == {1}
+
+
+def test_report_states_sizes_and_baseline_warmup(bench_result):
+    text = (bench_result.out_dir / "bench.md").read_text()
+    assert "Keras and RandomForest: 3 warm-up and 3 timed calls" in text
+    assert "the run's .keras archive for Keras" in text
+
+
+def test_report_omits_forest_rows_without_forest(int8_model, tmp_path):
+    bench.bench_models([int8_model], tmp_path / "out", bench.BenchOptions(**NO_BASELINES))
+    assert "RandomForest trains" not in (tmp_path / "out" / "bench.md").read_text()
+
+
+def test_cli_bench_hides_xnnpack_line(int8_model, tmp_path):
+    # A new process, because LiteRT prints the XNNPACK line once per process.
+    arguments = [sys.executable, "-m", "ids_edge.cli", "bench", str(int8_model), "--out", str(tmp_path / "out"), "--runs", "5",
+                 "--warmup", "1", "--no-keras", "--no-forest", "--no-memory"]
+    completed = subprocess.run(arguments, capture_output=True, text=True, check=False)
+    assert completed.returncode == 0, completed.stderr
+    assert "XNNPACK" not in completed.stderr
+
+
+@pytest.fixture
+def device_result(tmp_path, int8_model, sample_test_split, monkeypatch):
+    return write_device_result(tmp_path, int8_model, sample_test_split, monkeypatch, False, "gateway-9")
+
+
+@pytest.mark.parametrize(
+    ("field", "value", "message"),
+    [
+        (("latency", "p50_us"), "fast", "latency.p50_us is 'fast', but it must be a finite number"),
+        (("metrics", "accuracy"), 1.5, "metrics.accuracy is 1.5, but it must be between 0.0 and 1.0"),
+        (("latency", "count"), 0, "latency.count is 0, but it must be an integer of 1 or more"),
+    ],
+)
+def test_import_rejects_bad_values(bench_result, device_result, field, value, message):
+    data = json.loads(device_result.read_text())
+    data[field[0]][field[1]] = value
+    device_result.write_text(json.dumps(data))
+    with pytest.raises(IdsEdgeError, match=message):
+        bench.import_device_results(bench_result.out_dir, [device_result])
+
+
+def test_import_rejects_folder(bench_result, int8_model):
+    with pytest.raises(IdsEdgeError, match="is a folder, but --import expects a result.json file"):
+        bench.import_device_results(bench_result.out_dir, [int8_model.parent])
+
+
+def test_import_rejects_empty_out(device_result):
+    with pytest.raises(IdsEdgeError, match="Invalid --out: it is empty"):
+        bench.import_device_results("", [device_result])
+
+
+def test_import_escapes_markdown_cells(bench_result, device_result, tmp_path):
+    report_dir = tmp_path / "report"
+    shutil.copytree(bench_result.out_dir, report_dir)
+    data = json.loads(device_result.read_text())
+    data["device"] = "pi|lab"
+    device_result.write_text(json.dumps(data))
+    bench.import_device_results(report_dir, [device_result])
+    assert "| pi\\|lab (" in (report_dir / "bench.md").read_text()
+
+
+def test_import_twice_keeps_one_row(bench_result, device_result, tmp_path):
+    report_dir = tmp_path / "report"
+    shutil.copytree(bench_result.out_dir, report_dir)
+    bench.import_device_results(report_dir, [device_result])
+    result = bench.import_device_results(report_dir, [device_result])
+    assert [d["device"] for d in result.report["devices"]] == ["gateway-9"]
+    assert "replaced an earlier result" in result.summary_lines()[-2]
+
+
+def test_import_shows_outputs_match_column(bench_result, device_result, tmp_path):
+    report_dir = tmp_path / "report"
+    shutil.copytree(bench_result.out_dir, report_dir)
+    data = json.loads(device_result.read_text())
+    data["outputs_match_expected"] = True
+    device_result.write_text(json.dumps(data))
+    bench.import_device_results(report_dir, [device_result])
+    row = [line for line in (report_dir / "bench.md").read_text().splitlines() if line.startswith("| gateway-9")][0]
+    assert "| yes |" in row
+
+
+def test_bench_empty_metadata_names_next_step(model_copy, tmp_path):
+    model_copy.with_suffix(".json").write_text("{}")
+    with pytest.raises(IdsEdgeError, match="is not ids-edge model metadata .*or export the model again"):
+        bench.bench_models([model_copy], tmp_path / "out", bench.BenchOptions(**NO_BASELINES))

@@ -265,3 +265,65 @@ def test_run_rows_reject_broken_export_json(tmp_path, int8_model):
     (tmp_path / "export.json").write_text("{}")
     with pytest.raises(IdsEdgeError, match=r"export.json is unreadable or has no \"run_dir\""):
         bundle.run_test_rows(tmp_path / "model.tflite")
+
+
+def test_run_script_reports_outputs_match(rpi_bundle, tmp_path):
+    environment = dict(os.environ, PYTHON=sys.executable, OUT=str(tmp_path / "result.json"), IDS_EDGE_EMULATED="0")
+    environment.pop("PYTHONPATH", None)
+    completed = subprocess.run(
+        ["sh", str(rpi_bundle.out_dir / "run.sh"), "--runs", "3", "--warmup", "1"],
+        env=environment, capture_output=True, text=True, check=False,
+    )
+    assert completed.returncode == 0, completed.stderr
+    assert json.loads((tmp_path / "result.json").read_text())["outputs_match_expected"] is True
+    assert "outputs match the bundle's expected sha256" in completed.stdout
+
+
+def test_runner_rejects_changed_bundle_file(rpi_bundle, tmp_path):
+    copy = tmp_path / "bundle"
+    shutil.copytree(rpi_bundle.out_dir, copy)
+    data = bytearray((copy / "model.tflite").read_bytes())
+    data[-10] ^= 0xFF
+    (copy / "model.tflite").write_bytes(bytes(data))
+    environment = dict(os.environ, IDS_EDGE_EMULATED="0")
+    environment.pop("PYTHONPATH", None)
+    completed = subprocess.run(
+        [sys.executable, str(copy / "runner.py"), "--model", str(copy / "model.tflite"), "--rows", str(copy / "rows.csv"),
+         "--out", str(tmp_path / "result.json"), "--runs", "3"],
+        env=environment, capture_output=True, text=True, check=False,
+    )
+    assert completed.returncode == 2
+    assert "model.tflite has SHA-256" in completed.stderr
+    assert "but bundle.json records" in completed.stderr
+
+
+def test_coral_readme_covers_dev_board_and_usb(tmp_path, monkeypatch, int8_model):
+    monkeypatch.setattr(bundle.shutil, "which", lambda name: None)
+    bundle.make_bundle(int8_model, "coral", tmp_path / "coral", max_rows=20)
+    readme = (tmp_path / "coral" / "README.txt").read_text()
+    assert "Coral Dev Board (Mendel Linux)" in readme
+    assert "sudo apt-get install python3-pycoral python3-tflite-runtime" in readme
+    assert "Coral USB Accelerator on Debian or Raspberry Pi OS" in readme
+
+
+def test_coral_skip_printed_once(tmp_path, monkeypatch, int8_model, caplog):
+    monkeypatch.setattr(bundle.shutil, "which", lambda name: None)
+    with caplog.at_level("WARNING", logger="ids_edge"):
+        lines = bundle.make_bundle(int8_model, "coral", tmp_path / "coral", max_rows=20).summary_lines()
+    assert sum(line.startswith("Skipped:") for line in lines) == 1
+    assert not [record for record in caplog.records if "Skipped" in record.getMessage()]
+
+
+def test_bundle_rejects_metadata_of_other_model(tmp_path, int8_model):
+    folder = tmp_path / "model"
+    shutil.copytree(int8_model.parent, folder)
+    metadata_path = (folder / int8_model.name).with_suffix(".json")
+    data = json.loads(metadata_path.read_text())
+    data["feature_names"] = data["feature_names"][:30]
+    metadata_path.write_text(json.dumps(data))
+    with pytest.raises(IdsEdgeError, match="does not match the model .*lists 30 feature names"):
+        bundle.make_bundle(folder / int8_model.name, "rpi", tmp_path / "out")
+
+
+def test_run_script_comment_names_host_rows(rpi_bundle):
+    assert "# Run the bundled model on rows.csv (labelled rows copied from the host" in (rpi_bundle.out_dir / "run.sh").read_text()

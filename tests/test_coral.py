@@ -265,3 +265,32 @@ def test_markdown_shows_compiler_table(int8_model):
     text = "\n".join(coral.format_markdown(report))
     assert "13 operations on the Edge TPU, 1 on the CPU" in text
     assert "| DEQUANTIZE | 1 | Operation is working on an unsupported data type |" in text
+
+
+def test_heading_names_static_check(int8_model):
+    report = coral.check_readiness(int8_model, use_tools=False)
+    heading = coral.format_markdown(report)[0]
+    assert heading == "## Coral Edge TPU readiness: model_int8.tflite is ready by ids-edge's static check (edgetpu_compiler not run)"
+
+
+@pytest.mark.parametrize("length", [8, 100, 3000, -100])
+def test_truncated_model_message_is_plain(int8_model, tmp_path, length):
+    path = tmp_path / "trunc.tflite"
+    path.write_bytes(int8_model.read_bytes()[:length])
+    result = CliRunner().invoke(main, ["coral", str(path), "--no-tools"])
+    assert result.exit_code != 0
+    assert "is a damaged TFLite file" in result.output
+    assert "struct" not in result.output
+    assert "Export it again" in result.output
+
+
+def test_random_bytes_worded_like_bench(tmp_path):
+    from ids_edge import bench
+
+    path = tmp_path / "random.tflite"
+    path.write_bytes(bytes(range(256)) * 4)
+    with pytest.raises(IdsEdgeError) as coral_error:
+        coral.analyze_model(path)
+    with pytest.raises(IdsEdgeError) as bench_error:
+        bench.read_tflite_file(path)
+    assert str(coral_error.value) == str(bench_error.value)

@@ -506,3 +506,62 @@ def test_main_batch_error_names_shape(tmp_path, capsys, int8_model, rows_csv):
     status = runner.main(["--model", str(int8_model), "--rows", str(rows_csv), "--out", str(tmp_path / "r.json"), "--batch-size", "8"])
     assert status == 2
     assert "does not allow batch size 8" in capsys.readouterr().err
+
+
+def test_metadata_empty_object_names_next_step(tmp_path, int8_model):
+    target = copy_model(int8_model, tmp_path)
+    target.with_suffix(".json").write_text("{}")
+    with pytest.raises(runner.RunnerError, match=r"is not ids-edge model metadata .*or export the model again"):
+        runner.read_model_metadata(target)
+
+
+def test_metadata_feature_names_string(tmp_path, int8_model):
+    target = copy_model(int8_model, tmp_path)
+    data = json.loads(target.with_suffix(".json").read_text())
+    data["feature_names"] = "abc"
+    target.with_suffix(".json").write_text(json.dumps(data))
+    with pytest.raises(runner.RunnerError, match=r"'feature_names' must be a non-empty list of name strings, not 'abc'"):
+        runner.read_model_metadata(target)
+
+
+def test_corrupt_model_names_next_step(tmp_path):
+    path = tmp_path / "corrupt.tflite"
+    path.write_bytes(b"not a flatbuffer")
+    with pytest.raises(runner.RunnerError, match=r"export it again with 'ids-edge export'"):
+        runner.load_interpreter(path)
+
+
+def test_static_batch_message_names_static_export(int8_model):
+    interpreter = runner.load_interpreter(int8_model, num_threads=1)
+    with pytest.raises(runner.RunnerError, match=r"ids-edge exports models with a static batch of 1: use --batch-size 1"):
+        runner.set_batch_size(interpreter, 4)
+
+
+def fake_runtime(version):
+    return runner.RuntimeInfo("ai-edge-litert", version, object, None)
+
+
+def test_bundle_compare_match(tmp_path):
+    manifest = {"expected_outputs_sha256": "a" * 64, "expected_outputs_runtime": "ai-edge-litert 2.3.0", "files": {}}
+    record = runner.compare_with_bundle(
+        tmp_path, manifest, tmp_path / "model.tflite", tmp_path / "rows.csv", None, "a" * 64, fake_runtime("2.3.0")
+    )
+    assert record["outputs_match_expected"] is True
+
+
+def test_bundle_compare_other_runtime_explains(tmp_path):
+    manifest = {"expected_outputs_sha256": "a" * 64, "expected_outputs_runtime": "ai-edge-litert 2.3.0", "files": {}}
+    record = runner.compare_with_bundle(
+        tmp_path, manifest, tmp_path / "model.tflite", tmp_path / "rows.csv", None, "b" * 64, fake_runtime("2.1.0")
+    )
+    assert record["outputs_match_expected"] is False
+    assert "may legitimately differ by one quantization step" in record["note"]
+
+
+def test_bundle_compare_skips_other_model(tmp_path):
+    manifest = {"expected_outputs_sha256": "a" * 64, "expected_outputs_runtime": "ai-edge-litert 2.3.0", "files": {}}
+    record = runner.compare_with_bundle(
+        tmp_path, manifest, tmp_path / "model_edgetpu.tflite", tmp_path / "rows.csv", "libedgetpu.so.1", "b" * 64,
+        fake_runtime("2.3.0"),
+    )
+    assert record["outputs_match_expected"] is None
