@@ -145,20 +145,6 @@ def read_tflite_file(model_path):
     return coral.read_tflite_bytes(model_path)
 
 
-def read_model_metadata(model_path):
-    """Read the metadata JSON beside a model with :func:`ids_edge.metadata.read_metadata`, adding a next step to its errors."""
-    try:
-        return metadata.read_metadata(model_path)
-    except IdsEdgeError as error:
-        message = str(error)
-        if "xport" in message:
-            raise
-        # NOTE: read_metadata's "not ids-edge model metadata" message names no next step, so one is added here.
-        raise IdsEdgeError(
-            f"{message} Use the .json file that 'ids-edge export' wrote beside the .tflite file, or export the model again."
-        ) from None
-
-
 def _metadata_mismatch(model_path, problem):
     return IdsEdgeError(
         f"The metadata {metadata.metadata_path(model_path)} does not match the model {model_path}: {problem}. "
@@ -600,7 +586,7 @@ def bench_tflite(model_path, test_features, labels, class_names, runtime, option
     """Measure one ``.tflite`` model: size, operators, accuracy, latency per configuration, memory."""
     model_path = pathlib.Path(model_path)
     data = read_tflite_file(model_path)
-    model_metadata = read_model_metadata(model_path)
+    model_metadata = metadata.read_metadata(model_path)
     name = variant_name(model_path)
 
     interpreter = _load_interpreter(model_path, options.threads[0], runtime)
@@ -832,7 +818,7 @@ def bench_models(model_paths, out_dir, options, run_dir=None, data_path=None, de
     model_paths = [pathlib.Path(p) for p in model_paths]
     for model_path in model_paths:
         read_tflite_file(model_path)
-        check_metadata_matches_model(model_path, read_model_metadata(model_path))
+        check_metadata_matches_model(model_path, metadata.read_metadata(model_path))
     run_dir = find_run_dir(model_paths, run_dir)
     other_runs = models_of_other_runs(model_paths, run_dir)
     if other_runs and not options.allow_other_run:
@@ -844,7 +830,7 @@ def bench_models(model_paths, out_dir, options, run_dir=None, data_path=None, de
         )
     run = runs.load_run(run_dir)
     for model_path in model_paths:
-        check_model_matches_run(model_path, read_model_metadata(model_path), run)
+        check_model_matches_run(model_path, metadata.read_metadata(model_path), run)
     runtime = find_runtime(options.runtime)
     devices = [load_device_result(path) for path in device_results]
     notes = _option_notes(options)

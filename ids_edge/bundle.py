@@ -222,9 +222,10 @@ def _check_model(model_path, target):
         raise IdsEdgeError(f"Invalid target {target!r}: choose one of {', '.join(TARGETS)}.")
     if not model_path.is_file():
         raise IdsEdgeError(f"Model file {model_path} not found. Export one with 'ids-edge export'.")
-    from ids_edge.bench import check_metadata_matches_model, read_model_metadata, read_tflite_file
+    from ids_edge.bench import check_metadata_matches_model, read_tflite_file
+    from ids_edge.metadata import read_metadata
 
-    model_metadata = read_model_metadata(model_path)
+    model_metadata = read_metadata(model_path)
 
     read_tflite_file(model_path)
     check_metadata_matches_model(model_path, model_metadata)

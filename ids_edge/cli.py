@@ -2,11 +2,13 @@
 
 import logging
 import pathlib
+import signal
 import sys
 
 import click
 
 from ids_edge.choices import IO_TYPES, QUANTIZE_MODES, TARGETS, TASKS
+from ids_edge.compress import PRUNE_STRUCTURES
 from ids_edge.errors import IdsEdgeError
 
 logger = logging.getLogger("ids_edge")
@@ -31,6 +33,9 @@ class IdsEdgeGroup(click.Group):
 @click.option("-v", "--verbose", count=True, help="Log progress (-v) or every step (-vv) to stderr.")
 def main(verbose):
     """Train, compress, export and benchmark CICIoMT2024 intrusion detectors for edge gateways."""
+    # SIGTERM becomes SystemExit, so output folders being written are cleaned up as on Ctrl-C.
+    signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))
+
     levels = {0: logging.WARNING, 1: logging.INFO}
     level = levels.get(verbose, logging.DEBUG)
     handler = logging.StreamHandler(sys.stderr)
@@ -44,7 +49,7 @@ def main(verbose):
 @click.option("--data", "data_dir", type=PATH, help="CICIoMT2024 folder (train/ and test/, or the CSV files). Default: the bundled sample.")
 @click.option("--task", type=TASK_CHOICE, help="Number of classes. Default: 19 with --data, 2 for the bundled sample.")
 @click.option("--label-column", help="Generic mode: read any CSV files, taking the class from this column.")
-@click.option("--test-fraction", type=float, default=0.2, show_default=True, help="Generic mode without train/ and test/ folders: test share, stratified.")
+@click.option("--test-fraction", type=float, help="Generic mode without train/ and test/ folders: test share, stratified. Default: 0.2.")
 @click.option("--out", "out_dir", type=PATH, required=True, help="Run directory to write.")
 @click.option("--epochs", type=int, default=10, show_default=True, help="Maximum training epochs.")
 @click.option("--batch-size", type=int, default=32, show_default=True, help="Rows per training step.")
@@ -58,11 +63,16 @@ def train(data_dir, task, label_column, test_fraction, out_dir, epochs, batch_si
     """Train the 1D-CNN and write a run directory with its test metrics."""
     from ids_edge import data, evaluate, runs
     from ids_edge.model import TrainingOptions
+    from ids_edge.outputs import check_output_dir
     from ids_edge.train import train_run
 
-    if max_rows_per_class is not None and max_rows_per_class < 2:
-        raise IdsEdgeError(f"Invalid --max-rows-per-class {max_rows_per_class}: use 2 or more.")
     options = TrainingOptions(epochs, batch_size, learning_rate, patience, validation_fraction, seed, max_rows_per_class)
+    options.validate()
+    check_output_dir(out_dir, marker="run.json")
+    if test_fraction is not None and label_column is None:
+        raise IdsEdgeError("--test-fraction applies only with --label-column; CICIoMT2024 files bring their own test split.")
+    if test_fraction is None:
+        test_fraction = 0.2
 
     if label_column is not None:
         if data_dir is None:
@@ -89,33 +99,84 @@ def train(data_dir, task, label_column, test_fraction, out_dir, epochs, batch_si
     for line in data.describe_report(dataset.report):
         click.echo(line)
     result = train_run(dataset, source, options, out_dir, progress=logger.level <= logging.INFO)
-    click.echo(f"Trained {result.epochs_run} epochs (best: epoch {result.best_epoch}) in {result.seconds:.1f} s.")
+    epochs = "epoch" if result.epochs_run == 1 else "epochs"
+    click.echo(f"Trained {result.epochs_run} {epochs} (best: epoch {result.best_epoch}) in {result.seconds:.1f} s.")
     click.echo(evaluate.format_summary(result.test_report, "Keras float32"))
     click.echo(f"Run directory: {out_dir}")
 
 
 @main.command()
 @click.argument("run_dir", type=PATH)
-@click.option("--quantize", type=click.Choice(QUANTIZE_MODES), default="int8", show_default=True, help="Quantization mode.")
-@click.option("--io", type=click.Choice(IO_TYPES), help="Input/output tensor type of an int8 model. Default: int8.")
+@click.option("--quantize", type=click.Choice(QUANTIZE_MODES), multiple=True, default=["int8"], show_default=True,
+              help="Quantization mode; repeat it to export several variants into one folder.")
+@click.option("--io", type=click.Choice(IO_TYPES), multiple=True,
+              help="Input/output tensor type of the int8 variants; repeat it for both. Default: int8. "
+                   "With float, sanitize and standardize are built into the graph.")
+@click.option("--all-variants", is_flag=True, help="Export every quantization mode, and int8 with both --io types.")
 @click.option("--representative-size", type=int, default=1000, show_default=True, help="Training rows that calibrate int8 ranges, equal per class.")
+@click.option("--calibration-clip", type=float, default=0.001, show_default=True,
+              help="Fraction of the standardized calibration values cut at each end before int8 ranges are set (0: full range).")
+@click.option("--prune", type=float, help="Target sparsity (fraction of zero weights, between 0 and 1) of magnitude pruning before conversion.")
+@click.option("--prune-structure", type=click.Choice(PRUNE_STRUCTURES), default="unstructured", show_default=True,
+              help="2:4 zeroes 2 of every 4 consecutive weights of the Dense layers; the Conv1D layers stay unstructured.")
+@click.option("--sparse-encoding", is_flag=True,
+              help="Store the pruned weights of the float32 (--quantize none) variant in TFLite's sparse format; needs --prune.")
+@click.option("--qat", is_flag=True, help="Also export each int8 variant after quantization-aware fine-tuning, next to its post-training version.")
+@click.option("--fine-tune-epochs", type=int, default=3, show_default=True, help="Fine-tuning epochs of pruning and QAT.")
+@click.option("--fine-tune-learning-rate", type=float, default=0.0005, show_default=True, help="Adam learning rate of pruning and QAT fine-tuning.")
+@click.option("--max-accuracy-drop", type=float, default=1.0, show_default=True, help="Largest accepted accuracy drop against Keras float32, in percentage points.")
+@click.option("--max-macro-f1-drop", type=float, default=2.0, show_default=True, help="Largest accepted macro-F1 drop against Keras float32, in percentage points.")
+@click.option("--seed", type=int, default=0, show_default=True, help="Seed of calibration sampling and fine-tuning.")
 @click.option("--data", "data_dir", type=PATH, help="New location of the run's data folder, if it moved.")
-@click.option("--out", "out_dir", type=PATH, required=True, help="Folder for the .tflite model and its reports.")
-def export(run_dir, quantize, io, representative_size, data_dir, out_dir):
-    """Export RUN_DIR as a .tflite model and evaluate it in the TFLite runtime."""
+@click.option("--out", "out_dir", type=PATH, required=True, help="Folder for the .tflite models and their reports.")
+def export(run_dir, quantize, io, all_variants, representative_size, calibration_clip, prune, prune_structure, sparse_encoding, qat,
+           fine_tune_epochs, fine_tune_learning_rate, max_accuracy_drop, max_macro_f1_drop, seed, data_dir, out_dir):
+    """Export RUN_DIR as .tflite variants, evaluate them in the TFLite runtime and gate their accuracy loss."""
     from ids_edge import evaluate
-    from ids_edge.export import ExportOptions, export_run
+    from ids_edge.errors import GateError
+    from ids_edge.export import GateOptions, export_variants, variant_options
 
-    options = ExportOptions(quantize=quantize, io=io, representative_size=representative_size)
-    result = export_run(run_dir, out_dir, options, data_dir)
-    click.echo(f"Wrote {result.model_path} ({result.size_bytes} bytes)")
-    click.echo(evaluate.format_summary(result.keras_report, "Keras float32"))
-    click.echo(evaluate.format_summary(result.report, f"TFLite {quantize} ({result.runtime})"))
-    change = result.comparison
-    click.echo(
-        f"Change against Keras: accuracy {change['accuracy_change_pp']:+.2f} pp, macro F1 "
-        f"{change['macro_f1_change_pp']:+.2f} pp, same class on {100 * change['agreement']:.2f}% of rows"
+    variants = variant_options(
+        quantize, io, all_variants, qat, representative_size=representative_size, calibration_clip=calibration_clip,
+        prune=prune, prune_structure=prune_structure, sparse_encoding=sparse_encoding, fine_tune_epochs=fine_tune_epochs,
+        fine_tune_learning_rate=fine_tune_learning_rate, seed=seed,
     )
+    gate = GateOptions(max_accuracy_drop, max_macro_f1_drop)
+    summary = export_variants(run_dir, out_dir, variants, gate, data_dir)
+
+    click.echo(evaluate.format_summary(summary.keras_report, "Keras float32"))
+    for variant in summary.variants:
+        change = variant.comparison
+        status = f"wrote {variant.model_path}" if variant.accepted else "rejected, not written"
+        click.echo(f"{variant.name}: {variant.size_bytes} bytes ({variant.gzip_bytes} gzip-compressed), {status}")
+        click.echo("  " + evaluate.format_summary(variant.report, f"TFLite {variant.name} ({summary.runtime})"))
+        click.echo(
+            f"  Change against Keras: accuracy {change['accuracy_change_pp']:+.2f} pp, macro F1 "
+            f"{change['macro_f1_change_pp']:+.2f} pp, same class on {100 * change['agreement']:.2f}% of rows"
+        )
+        if variant.sparsity:
+            layers = ", ".join(f"{name} {entry['sparsity']:.3f}" for name, entry in variant.sparsity.items())
+            click.echo(f"  Sparsity per layer: {layers}")
+    click.echo(f"Comparison: {out_dir / 'comparison.md'}")
+    if summary.rejected:
+        raise GateError(f"The accuracy gate rejected {len(summary.rejected)} variant(s), which were not written: {summary.gate_message()}.")
+
+
+@main.command()
+@click.argument("model_path", type=PATH)
+@click.option("--json", "as_json", is_flag=True, help="Print the metadata, operators and tensors as JSON.")
+def inspect(model_path, as_json):
+    """Print the metadata embedded in MODEL_PATH (.tflite), its operators and tensor types."""
+    import json
+
+    from ids_edge.tflite_file import format_inspection, inspect_model
+
+    info = inspect_model(model_path)
+    if as_json:
+        click.echo(json.dumps(info, indent=2, sort_keys=True))
+        return
+    for line in format_inspection(info):
+        click.echo(line)
 
 
 @main.command()
@@ -142,6 +203,59 @@ def bundle(model_path, target, out_dir, data_dir):
 
     for line in bundle_from_cli(model_path, target, out_dir, data_dir):
         click.echo(line)
+
+
+@main.command()
+@click.argument("model_paths", nargs=-1, type=PATH)
+@click.option("--out", "out_dir", type=PATH, required=True, help="Report folder to write (or, with --import alone, to update).")
+@click.option("--run", "run_dir", type=PATH, help="Run directory of the models. Default: \"run_dir\" in the export.json beside them.")
+@click.option("--data", "data_dir", type=PATH, help="New location of the run's data folder, if it moved.")
+@click.option("--target", default="host", show_default=True, help="host: this CPU. coral: also the Coral Edge TPU readiness of each model.")
+@click.option("--runs", "timed_runs", type=int, default=1000, show_default=True, help="Timed invoke() calls per TFLite configuration.")
+@click.option("--warmup", type=int, default=20, show_default=True, help="Warm-up invoke() calls before the timed ones, reported apart.")
+@click.option("--threads", type=int, multiple=True, help="Interpreter CPU threads; repeat the option to compare. Default: 1.")
+@click.option("--batch-size", "batch_sizes", type=int, multiple=True, help="Flows per invoke(); repeat to compare. Default: 1. Sizes above 1 need a resizable batch dimension.")
+@click.option("--baseline-runs", type=int, default=30, show_default=True, help="Timed predict calls per Keras and RandomForest mode.")
+@click.option("--baseline-batch-size", type=int, default=256, show_default=True, help="Rows of the batch predict call of Keras and the RandomForest.")
+@click.option("--forest-trees", type=int, default=100, show_default=True, help="Trees of the RandomForest baseline.")
+@click.option("--seed", type=int, default=0, show_default=True, help="Seed of the RandomForest.")
+@click.option("--no-keras", is_flag=True, help="Skip the float Keras model.")
+@click.option("--no-forest", is_flag=True, help="Skip the RandomForest baseline.")
+@click.option("--no-memory", is_flag=True, help="Skip the memory probes (one Python process per variant).")
+@click.option("--runtime", help="TFLite runtime: ai-edge-litert, tflite-runtime or tensorflow. Default: the first that loads.")
+@click.option("--import", "imports", type=PATH, multiple=True, help="Device result JSON from runner.py; repeat for several.")
+@click.option("--allow-other-run", is_flag=True,
+              help="Accept a --run other than the one in a model's export.json; the report marks those models.")
+def bench(model_paths, out_dir, run_dir, data_dir, target, timed_runs, warmup, threads, batch_sizes, baseline_runs,
+          baseline_batch_size, forest_trees, seed, no_keras, no_forest, no_memory, runtime, imports, allow_other_run):
+    """Benchmark MODEL_PATHS on this CPU beside the float Keras model and a RandomForest."""
+    from ids_edge import bench as bench_module
+
+    if not model_paths and imports:
+        result = bench_module.import_device_results(out_dir, imports)
+    else:
+        options = bench_module.BenchOptions(
+            warmup=warmup, runs=timed_runs, threads=tuple(threads) or (1,), batch_sizes=tuple(batch_sizes) or (1,),
+            keras=not no_keras, forest=not no_forest, baseline_runs=baseline_runs, baseline_batch_size=baseline_batch_size,
+            forest_trees=forest_trees, seed=seed, memory=not no_memory, target=target, runtime=runtime,
+            progress=sys.stderr.isatty() or logger.level <= logging.INFO, allow_other_run=allow_other_run,
+        )
+        result = bench_module.bench_models(model_paths, out_dir, options, run_dir, data_dir, imports)
+    for line in result.summary_lines():
+        click.echo(line)
+
+
+@main.command()
+@click.argument("model_paths", nargs=-1, required=True, type=PATH)
+@click.option("--out", "out_dir", type=PATH, help="Folder for coral.json and coral.md. Default: print the report only.")
+@click.option("--no-tools", is_flag=True, help="Do not run edgetpu_compiler or the libedgetpu delegate, even when installed.")
+def coral(model_paths, out_dir, no_tools):
+    """Check whether MODEL_PATHS can run on a Coral Edge TPU, without the hardware."""
+    from ids_edge import coral as coral_module
+
+    for report in coral_module.write_readiness(model_paths, out_dir, use_tools=not no_tools):
+        for line in coral_module.format_markdown(report):
+            click.echo(line)
 
 
 if __name__ == "__main__":

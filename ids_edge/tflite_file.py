@@ -150,11 +150,12 @@ def describe_model(flatbuffer, source="the model"):
     """List a flatbuffer's operators, tensors and metadata entry names.
 
     Returns:
-        A dict with ``operators`` (one entry per operator in execution order: ``op``, ``inputs``
-        and ``outputs`` as tensor indices), ``tensors`` (``name``, ``dtype`` as a TFLite type name
-        such as ``INT8``, ``shape``, ``scale`` and ``zero_point`` lists, ``constant``),
-        ``inputs``, ``outputs`` (tensor indices) and ``metadata_names``. Only the first subgraph
-        is described; ids-edge models have one.
+        A dict with ``operators``, ``tensors``, ``inputs``, ``outputs`` and ``metadata_names``.
+        Each operator, in execution order, has ``op``, and ``inputs`` and ``outputs`` as tensor
+        indices. Each tensor has ``name``, ``dtype`` (a TFLite type name such as ``INT8``),
+        ``shape``, ``scale`` and ``zero_point`` lists and ``constant``. ``inputs`` and
+        ``outputs`` are tensor indices. Only the first subgraph is described, because ids-edge
+        models have one.
     """
     schema = load_schema()
     model = _parse_model(flatbuffer, schema, source)
@@ -302,3 +303,40 @@ def format_inspection(info):
     for index, tensor in enumerate(tensors):
         lines.append(f"  {index:2d} {tensor['dtype']} {tensor['shape']}{_format_quantization(tensor)} {tensor['name']}")
     return lines
+
+
+WEIGHT_OPS = ("CONV_2D", "DEPTHWISE_CONV_2D", "FULLY_CONNECTED")
+"""Operators whose second input is a weight tensor."""
+
+
+def weight_sparsity(flatbuffer):
+    """Measure the fraction of zero values in each constant weight tensor of the model.
+
+    A weight counts as zero when its stored value is 0. That is exact for float32 and for
+    symmetric int8 weights, whose zero point is 0 as TFLite's int8 scheme requires. Weights in
+    TFLite's sparse format (``EXPERIMENTAL_SPARSITY``) are skipped, because only their non-zero
+    blocks are stored.
+
+    Returns:
+        ``{tensor name: fraction}`` in operator order.
+    """
+    import numpy as np
+
+    schema = load_schema()
+    model = _parse_model(flatbuffer, schema)
+    info = describe_model(flatbuffer)
+    graph = model.Subgraphs(0)
+    dtypes = {"FLOAT32": np.float32, "INT8": np.int8, "FLOAT16": np.float16}
+    result = {}
+    for operator in info["operators"]:
+        if operator["op"] not in WEIGHT_OPS or len(operator["inputs"]) < 2:
+            continue
+        index = operator["inputs"][1]
+        tensor = graph.Tensors(index)
+        buffer = model.Buffers(tensor.Buffer())
+        dtype = dtypes.get(info["tensors"][index]["dtype"])
+        if dtype is None or buffer is None or buffer.DataLength() == 0 or tensor.Sparsity() is not None:
+            continue
+        values = np.frombuffer(bytes(buffer.DataAsNumpy()), dtype=dtype)
+        result[info["tensors"][index]["name"]] = float(np.count_nonzero(values == 0) / values.size)
+    return result

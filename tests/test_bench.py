@@ -450,5 +450,5 @@ def test_import_shows_outputs_match_column(bench_result, device_result, tmp_path
 
 def test_bench_empty_metadata_names_next_step(model_copy, tmp_path):
     model_copy.with_suffix(".json").write_text("{}")
-    with pytest.raises(IdsEdgeError, match="is not ids-edge model metadata .*or export the model again"):
+    with pytest.raises(IdsEdgeError, match="is not ids-edge model metadata .*Export the model again"):
         bench.bench_models([model_copy], tmp_path / "out", bench.BenchOptions(**NO_BASELINES))

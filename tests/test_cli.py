@@ -48,8 +48,12 @@ def test_run_files_record_preprocessing(sample_run):
         (["train", "--data", "{tmp}/missing", "--out", "{tmp}/run"], "Data folder {tmp}/missing not found"),
         (["train", "--label-column", "Label", "--out", "{tmp}/run"], "--label-column needs --data"),
         (["train", "--epochs", "0", "--out", "{tmp}/run"], "Invalid option --epochs 0: use 1 or more"),
-        (["train", "--max-rows-per-class", "1", "--out", "{tmp}/run"], "Invalid --max-rows-per-class 1"),
-        (["export", "{tmp}/missing", "--out", "{tmp}/out"], "{tmp}/missing is not an ids-edge run directory (no run.json)"),
+        (["train", "--max-rows-per-class", "1", "--out", "{tmp}/run"], "Invalid option --max-rows-per-class 1"),
+        (["train", "--seed", "-5", "--out", "{tmp}/run"], "Invalid option --seed -5: use an integer from 0 to 4294967295"),
+        (["train", "--learning-rate", "inf", "--out", "{tmp}/run"], "Invalid option --learning-rate inf: use a positive finite number"),
+        (["train", "--validation-fraction", "1.5", "--out", "{tmp}/run"], "Invalid option --validation-fraction 1.5"),
+        (["train", "--test-fraction", "0.3", "--out", "{tmp}/run"], "--test-fraction applies only with --label-column"),
+        (["export", "{tmp}/missing", "--out", "{tmp}/out"], "Run directory {tmp}/missing not found"),
     ],
 )
 def test_user_errors_are_one_line(tmp_path, arguments, message):
@@ -109,3 +113,94 @@ def test_retrain_keeps_good_run_on_failure(sample_run, tmp_path):
     result = run_cli("train", "--out", run_dir, "--batch-size", "0")
     assert result.exit_code == 2
     assert (run_dir / "run.json").read_text() == before
+
+
+def test_export_into_run_dir_rejected(sample_run, tmp_path):
+    run_dir = tmp_path / "run"
+    shutil.copytree(sample_run, run_dir)
+
+    result = run_cli("export", run_dir, "--out", run_dir)
+    assert result.exit_code == 2
+    assert f"Output folder {run_dir} is not empty and was not written by ids-edge as this kind of output (export.json is missing)" in result.output
+    assert (run_dir / "model.keras").is_file()
+    assert (run_dir / "run.json").is_file()
+
+
+def test_train_out_checked_before_loading(tmp_path):
+    folder = tmp_path / "mine"
+    folder.mkdir()
+    (folder / "notes.txt").write_text("keep")
+
+    result = run_cli("train", "--out", folder)
+    assert result.exit_code == 2
+    assert "Data:" not in result.output
+    assert "(run.json is missing)" in result.output
+
+
+@pytest.mark.parametrize(
+    ("edit", "message"),
+    [
+        (lambda p: p.pop("mean"), "'mean' must be a list of 39 values"),
+        (lambda p: p["scale"].pop(), "'scale' must be a list of 39 values"),
+        (lambda p: p["feature_names"].reverse(), "the feature names differ from run.json's"),
+    ],
+)
+def test_damaged_preprocessing_rejected(sample_run, tmp_path, edit, message):
+    run_dir = tmp_path / "run"
+    shutil.copytree(sample_run, run_dir)
+    preprocessing = json.loads((run_dir / "preprocessing.json").read_text())
+    edit(preprocessing)
+    (run_dir / "preprocessing.json").write_text(json.dumps(preprocessing))
+
+    result = run_cli("export", run_dir, "--out", tmp_path / "out")
+    assert result.exit_code == 2
+    assert message in result.output
+    assert "Traceback" not in result.output
+
+
+def test_data_path_is_a_file(tmp_path):
+    path = tmp_path / "flows.csv"
+    path.write_text("a,b\n1,2\n")
+    result = run_cli("train", "--data", path, "--out", tmp_path / "run")
+    assert result.exit_code == 2
+    assert f"--data {path} is a file, not a folder" in result.output
+
+
+def test_out_under_a_file_rejected(tmp_path):
+    blocker = tmp_path / "afile.txt"
+    blocker.write_text("x")
+    result = run_cli("train", "--out", blocker / "sub")
+    assert result.exit_code == 2
+    assert f"Cannot write {blocker / 'sub'}: {blocker} is a file, not a folder" in result.output
+
+
+def test_empty_out_rejected(tmp_path):
+    result = run_cli("train", "--out", "")
+    assert result.exit_code == 2
+    assert "Invalid output path: --out is empty" in result.output
+
+
+def test_sigterm_removes_partial_output(tmp_path):
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    script = (
+        "import os, signal, sys, time\n"
+        "from ids_edge.cli import main\n"
+        "from ids_edge.outputs import output_dir\n"
+        "main.callback(verbose=0)\n"
+        f"with output_dir({str(tmp_path / 'out')!r}, marker='run.json') as folder:\n"
+        "    (folder / 'half').write_text('x')\n"
+        "    print('ready', flush=True)\n"
+        "    time.sleep(60)\n"
+    )
+    process = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, text=True)
+    assert process.stdout.readline().strip() == "ready"
+    process.send_signal(signal.SIGTERM)
+    assert process.wait(timeout=30) == 128 + signal.SIGTERM
+
+    assert not (tmp_path / "out").exists()
+    assert not [name for name in os.listdir(tmp_path) if name.endswith(".partial")]
