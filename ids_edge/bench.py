@@ -284,34 +284,13 @@ def check_model_matches_run(model_path, model_metadata, run):
 
 
 def summarize_latency(elapsed_ns, batch_size, warmup_ns=()):
-    """Summarize per-call times as latency per flow, with the keys of ``runner.LatencyStats``.
-
-    Uses the definitions of :func:`ids_edge.runner.measure_latency`: one sample per call divided
-    by the flows in the call, population standard deviation, linear percentiles, and the first
-    warm-up call and the warm-up mean reported apart (None without warm-up).
+    """Summarize per-call times as latency per flow, as a dict with the keys of ``runner.LatencyStats``.
 
     Returns:
-        A dict of microseconds per flow, plus ``count``, ``warmup``, ``batch_size`` and
+        Microseconds per flow, plus ``count``, ``warmup``, ``batch_size`` and
         ``throughput_flows_per_s`` (flows per second over the timed calls).
     """
-    per_flow_us = np.asarray(elapsed_ns, dtype=np.float64) / 1000.0 / batch_size
-    warmup_us = np.asarray(warmup_ns, dtype=np.float64) / 1000.0 / batch_size
-    total_s = float(np.sum(elapsed_ns)) / 1e9
-    return {
-        "count": len(per_flow_us),
-        "warmup": len(warmup_us),
-        "batch_size": batch_size,
-        "first_us": float(warmup_us[0]) if len(warmup_us) else None,
-        "warmup_mean_us": float(warmup_us.mean()) if len(warmup_us) else None,
-        "mean_us": float(per_flow_us.mean()),
-        "std_us": float(per_flow_us.std()),
-        "min_us": float(per_flow_us.min()),
-        "p50_us": float(np.percentile(per_flow_us, 50)),
-        "p90_us": float(np.percentile(per_flow_us, 90)),
-        "p99_us": float(np.percentile(per_flow_us, 99)),
-        "max_us": float(per_flow_us.max()),
-        "throughput_flows_per_s": len(per_flow_us) * batch_size / total_s if total_s > 0 else float("inf"),
-    }
+    return runner.latency_stats(elapsed_ns, batch_size, warmup_ns).to_dict()
 
 
 def _progress(total, label, enabled):
@@ -330,30 +309,12 @@ def time_interpreter(interpreter, inputs, warmup, runs, label="", progress=False
         ``(warmup_ns, elapsed_ns, batch_size)``: int64 nanoseconds per warm-up call and per
         timed call, and flows per call.
     """
-    detail = runner.input_detail(interpreter)
-    index = detail["index"]
-    batch_size = int(detail["shape"][0])
-    batch_count = max(1, len(inputs) // batch_size)
-    positions = np.arange(batch_count * batch_size) % len(inputs)
-    batches = [np.ascontiguousarray(inputs[positions[i * batch_size : (i + 1) * batch_size]]) for i in range(batch_count)]
-
-    warmup_ns = np.empty(warmup, dtype=np.int64)
-    for i in range(warmup):
-        interpreter.set_tensor(index, batches[i % batch_count])
-        start = time.perf_counter_ns()
-        interpreter.invoke()
-        warmup_ns[i] = time.perf_counter_ns() - start
-
-    elapsed_ns = np.empty(runs, dtype=np.int64)
     with _progress(runs, label, progress) as bar:
-        for i in range(runs):
-            interpreter.set_tensor(index, batches[i % batch_count])
-            start = time.perf_counter_ns()
-            interpreter.invoke()
-            elapsed_ns[i] = time.perf_counter_ns() - start
+        def update_bar(i):
             if (i + 1) % PROGRESS_STEP == 0:
                 bar.update(PROGRESS_STEP)
-    return warmup_ns, elapsed_ns, batch_size
+
+        return runner.time_invocations(interpreter, inputs, warmup, runs, after_run=update_bar)
 
 
 def time_calls(function, batches, warmup, runs, label="", progress=False):

@@ -554,6 +554,23 @@ def measure_latency(interpreter, inputs: np.ndarray, warmup: int = 10, runs: int
     """
     if runs < 1 or warmup < 0:
         raise RunnerError(f"Invalid run counts: runs={runs}, warmup={warmup}. Use runs of 1 or more and warmup of 0 or more.")
+    warmup_ns, elapsed_ns, batch_size = time_invocations(interpreter, inputs, warmup, runs)
+    return latency_stats(elapsed_ns, batch_size, warmup_ns)
+
+
+def time_invocations(interpreter, inputs: np.ndarray, warmup: int, runs: int, after_run=None):
+    """Time ``warmup`` and then ``runs`` calls of ``invoke()``, each on the next batch of ``inputs``.
+
+    ``set_tensor`` runs before the clock starts, so only ``invoke()`` is timed, with the
+    monotonic ``time.perf_counter_ns``. ``after_run(i)``, if given, is called after timed run ``i``,
+    outside the timed region.
+
+    Returns
+    -------
+    tuple
+        ``(warmup_ns, elapsed_ns, batch_size)``: int64 nanoseconds per warm-up and per timed
+        call, and the flows per call (the interpreter's batch size).
+    """
     detail = input_detail(interpreter)
     index = detail["index"]
     batch_size = int(detail["shape"][0])
@@ -575,15 +592,27 @@ def measure_latency(interpreter, inputs: np.ndarray, warmup: int = 10, runs: int
         start = time.perf_counter_ns()
         interpreter.invoke()
         elapsed_ns[i] = time.perf_counter_ns() - start
+        if after_run is not None:
+            after_run(i)
+    return warmup_ns, elapsed_ns, batch_size
 
-    per_flow_us = elapsed_ns.astype(np.float64) / 1000.0 / batch_size
-    total_s = float(elapsed_ns.sum()) / 1e9
+
+def latency_stats(elapsed_ns, batch_size: int, warmup_ns=()) -> LatencyStats:
+    """Summarize per-call times in nanoseconds as per-flow latency in microseconds.
+
+    One sample per call divided by the flows in the call, population standard deviation, linear
+    percentiles; the first warm-up call and the warm-up mean are reported apart (None without
+    warm-up).
+    """
+    per_flow_us = np.asarray(elapsed_ns, dtype=np.float64) / 1000.0 / batch_size
+    warmup_us = np.asarray(warmup_ns, dtype=np.float64) / 1000.0 / batch_size
+    total_s = float(np.sum(elapsed_ns)) / 1e9
     return LatencyStats(
-        count=runs,
-        warmup=warmup,
+        count=len(per_flow_us),
+        warmup=len(warmup_us),
         batch_size=batch_size,
-        first_us=float(warmup_ns[0]) / 1000.0 / batch_size if warmup else None,
-        warmup_mean_us=float(warmup_ns.mean()) / 1000.0 / batch_size if warmup else None,
+        first_us=float(warmup_us[0]) if len(warmup_us) else None,
+        warmup_mean_us=float(warmup_us.mean()) if len(warmup_us) else None,
         mean_us=float(per_flow_us.mean()),
         std_us=float(per_flow_us.std()),
         min_us=float(per_flow_us.min()),
@@ -591,7 +620,7 @@ def measure_latency(interpreter, inputs: np.ndarray, warmup: int = 10, runs: int
         p90_us=float(np.percentile(per_flow_us, 90)),
         p99_us=float(np.percentile(per_flow_us, 99)),
         max_us=float(per_flow_us.max()),
-        throughput_flows_per_s=runs * batch_size / total_s if total_s > 0 else float("inf"),
+        throughput_flows_per_s=len(per_flow_us) * batch_size / total_s if total_s > 0 else float("inf"),
     )
 
 
