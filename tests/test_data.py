@@ -232,3 +232,10 @@ def test_generic_test_fraction_named(tmp_path):
     (tmp_path / "capture.csv").write_text("\n".join(rows) + "\n")
     with pytest.raises(IdsEdgeError, match="Invalid option --test-fraction 0"):
         data.load_generic(tmp_path, "kind", test_fraction=0)
+
+
+def test_test_rows_in_train_counted():
+    train = data.Split(np.array([[1.0, 2.0], [3.0, 4.0]]), np.array([0, 1]))
+    test = data.Split(np.array([[1.0, 2.0], [3.0, 4.0], [3.0, 4.0], [5.0, 6.0]]), np.array([0, 0, 1, 1]))
+    # [3, 4] with label 0 is not in train (there it has label 1), so 2 of the 4 test rows count.
+    assert data._count_test_rows_in_train(train, test) == 2
