@@ -61,7 +61,7 @@ def main(verbose):
 def train(data_dir, task, label_column, test_fraction, out_dir, epochs, batch_size, learning_rate, patience,
           validation_fraction, max_rows_per_class, seed):
     """Train the 1D-CNN and write a run directory with its test metrics."""
-    from ids_edge import data, evaluate, runs
+    from ids_edge import data, evaluate, runs, synthetic
     from ids_edge.model import TrainingOptions
     from ids_edge.outputs import check_output_dir
     from ids_edge.train import train_run
@@ -101,7 +101,7 @@ def train(data_dir, task, label_column, test_fraction, out_dir, epochs, batch_si
     result = train_run(dataset, source, options, out_dir, progress=logger.level <= logging.INFO)
     epochs = "epoch" if result.epochs_run == 1 else "epochs"
     click.echo(f"Trained {result.epochs_run} {epochs} (best: epoch {result.best_epoch}) in {result.seconds:.1f} s.")
-    click.echo(evaluate.format_summary(result.test_report, "Keras float32"))
+    click.echo(evaluate.format_summary(result.test_report, "Keras float32" + synthetic.data_label(dataset.report)))
     click.echo(f"Run directory: {out_dir}")
 
 

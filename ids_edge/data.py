@@ -18,7 +18,7 @@ import pathlib
 import numpy as np
 import pandas as pd
 
-from ids_edge import labels, schemas
+from ids_edge import labels, schemas, synthetic
 from ids_edge.errors import IdsEdgeError
 
 logger = logging.getLogger(__name__)
@@ -204,7 +204,7 @@ def load_official(data_dir, task, validation_fraction=0.2, seed=0, max_rows_per_
     """
     class_names = labels.task_class_names(task)
     files = find_official_files(data_dir)
-    report = {"source": str(data_dir), "files": len(files)}
+    report = {"source": str(data_dir), "files": len(files), "synthetic": synthetic.is_synthetic(data_dir)}
 
     schema = None
     schema_file = None
@@ -298,7 +298,12 @@ def load_generic(data_dir, label_column, validation_fraction=0.2, test_fraction=
         train, test = _stratified_validation(everything, test_fraction, seed + 1, class_names, "--test-fraction")
         parts = {"train": ([train.features], [train.labels]), "test": ([test.features], [test.labels])}
 
-    report = {"source": str(data_dir), "files": sum(len(paths) for paths in groups.values()), "label_column": label_column}
+    report = {
+        "source": str(data_dir),
+        "files": sum(len(paths) for paths in groups.values()),
+        "label_column": label_column,
+        "synthetic": synthetic.is_synthetic(data_dir),
+    }
     return _build_dataset(parts, feature_names, class_names, "generic", len(class_names), report, validation_fraction, seed, max_rows_per_class)
 
 
@@ -334,7 +339,7 @@ def _build_dataset(parts, feature_names, class_names, schema, task, report, vali
 
 def describe_report(report):
     """Format a dataset report as lines for the terminal."""
-    lines = [f"Data: {report['source']} ({report['files']} files)"]
+    lines = [f"Data: {report['source']} ({report['files']} files){synthetic.data_label(report)}"]
     for split in labels.SPLITS:
         lines.append(
             f"  {split}: {report[f'{split}_rows_read']} rows read, "

@@ -82,6 +82,13 @@ class Run:
     def task(self):
         return self.info["task"]
 
+    @property
+    def data_label(self):
+        """The note that every report of this run carries: "" for real data."""
+        from ids_edge.synthetic import data_label
+
+        return data_label({"synthetic": self.info.get("synthetic_data", False)})
+
     def load_model(self):
         """Load the trained tf_keras model."""
         from ids_edge._tf import import_tensorflow

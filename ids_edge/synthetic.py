@@ -11,6 +11,9 @@ import numpy as np
 
 from ids_edge import labels, schemas
 
+MARKER_FILE = "SYNTHETIC_DATA.txt"
+"""File that marks a folder as synthetic, so every report made from it says so."""
+
 TRAIN_FILE_NAMES = (
     ["ARP_Spoofing", "Benign", "MQTT-DDoS-Connect_Flood", "MQTT-DDoS-Publish_Flood", "MQTT-DoS-Connect_Flood",
      "MQTT-DoS-Publish_Flood", "MQTT-Malformed_Data", "Recon-OS_Scan", "Recon-Ping_Sweep", "Recon-Port_Scan",
@@ -65,4 +68,22 @@ def write_synthetic_dataset(out_dir, rows_per_file=40, schema="v39", seed=0, sep
             lines = [",".join(features)]
             lines += [",".join(f"{value:.6g}" for value in row) for row in values]
             (out_dir / split / f"{stem}_{split}.pcap.csv").write_text("\n".join(lines) + "\n", encoding="utf-8")
+    (out_dir / MARKER_FILE).write_text(
+        "These CSV files are SYNTHETIC: random numbers with class-dependent offsets, written by\n"
+        "ids_edge.synthetic in the official CICIoMT2024 file layout. Metrics computed on them are\n"
+        "not results on CICIoMT2024.\n",
+        encoding="utf-8",
+    )
     return out_dir
+
+
+def is_synthetic(data_dir):
+    """Return whether ``data_dir`` was written by :func:`write_synthetic_dataset`."""
+    return (pathlib.Path(data_dir) / MARKER_FILE).is_file()
+
+
+def data_label(report):
+    """Return the note that reports from a dataset report must carry: "" for real data."""
+    if report.get("synthetic"):
+        return " (SYNTHETIC data, not CICIoMT2024 results)"
+    return ""

@@ -14,6 +14,7 @@ from ids_edge.metadata import write_json_atomic
 from ids_edge.model import build_model, min_feature_count
 from ids_edge.outputs import output_dir
 from ids_edge.preprocess import Preprocessor
+from ids_edge.synthetic import data_label
 
 logger = logging.getLogger(__name__)
 
@@ -107,7 +108,9 @@ def train_run(dataset, source, options, out_dir, progress=False):
         write_json_atomic(folder / "preprocessing.json", preprocessor.to_dict())
         _write_history(folder, history.history)
         (folder / "evaluation").mkdir()
-        evaluate.write_evaluation(folder / "evaluation", "keras", report, "Keras float32 model, test split")
+        evaluate.write_evaluation(
+            folder / "evaluation", "keras", report, f"Keras float32 model, test split{data_label(dataset.report)}"
+        )
         write_json_atomic(
             folder / "run.json",
             {
@@ -119,6 +122,7 @@ def train_run(dataset, source, options, out_dir, progress=False):
                 "feature_names": dataset.feature_names,
                 "data_source": dataclasses.asdict(source),
                 "data_report": dataset.report,
+                "synthetic_data": bool(dataset.report.get("synthetic")),
                 "data_fingerprint": runs.dataset_fingerprint(dataset),
                 "training_options": dataclasses.asdict(options),
                 "epochs_run": epochs_run,

@@ -204,3 +204,17 @@ def test_sigterm_removes_partial_output(tmp_path):
 
     assert not (tmp_path / "out").exists()
     assert not [name for name in os.listdir(tmp_path) if name.endswith(".partial")]
+
+
+def test_synthetic_data_labelled(tmp_path):
+    from ids_edge import synthetic
+
+    folder = synthetic.write_synthetic_dataset(tmp_path / "syn", rows_per_file=6)
+    result = run_cli("train", "--data", folder, "--task", "6", "--epochs", 1, "--out", tmp_path / "run")
+    assert result.exit_code == 0, result.output
+    assert "SYNTHETIC data, not CICIoMT2024 results" in result.output.splitlines()[0]
+    assert "Keras float32 (SYNTHETIC data" in result.output
+
+    info = json.loads((tmp_path / "run" / "run.json").read_text())
+    assert info["synthetic_data"] is True
+    assert "SYNTHETIC" in (tmp_path / "run" / "evaluation" / "keras_metrics.md").read_text().splitlines()[0]
