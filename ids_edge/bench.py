@@ -94,7 +94,7 @@ class BenchResult:
 
     def summary_lines(self):
         """Return one line per variant with its headline figures."""
-        lines = []
+        lines = ["SYNTHETIC data: the metrics below are not CICIoMT2024 results."] if self.report.get("synthetic_data") else []
         for variant in self.report["variants"]:
             headline = headline_latency(variant)
             latency = f"p50 {headline['p50_us']:.1f} us/flow" if headline else "latency not measured"
@@ -716,7 +716,7 @@ def _data_description(run, dataset):
     else:
         origin = f"CSV files in {source['path']} (generic mode, label column {source['label_column']!r})"
     return {
-        "origin": origin,
+        "origin": origin + run.data_label,
         "test_rows": int(len(dataset.test.labels)),
         "train_rows": int(len(dataset.train.labels)),
         "classes": run.class_names,
@@ -741,6 +741,7 @@ def _build_report(run, dataset, runtime, options, variants, started):
         "finished_at": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
         "command": " ".join(sys.argv) if sys.argv and sys.argv[0].endswith("ids-edge") else None,
         "run_dir": str(run.path.resolve()),
+        "synthetic_data": bool(run.info.get("synthetic_data", False)),
         "data": _data_description(run, dataset),
         "machine": machine_info(runtime),
         "runtimes_skipped": runtime_survey(runtime),

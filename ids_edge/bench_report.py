@@ -23,6 +23,13 @@ def _batch_record(variant):
     return None
 
 
+def data_label(report):
+    """Return the note that a report from synthetic data carries in every title: "" for real data."""
+    from ids_edge.synthetic import data_label as label
+
+    return label({"synthetic": report.get("synthetic_data", False)})
+
+
 def _number(value, digits=1):
     return "n/a" if value is None else f"{value:,.{digits}f}"
 
@@ -52,9 +59,14 @@ def _header(report):
     options = report["options"]
     versions = machine["versions"]
     kinds = {variant["kind"] for variant in report["variants"]}
-    lines = [
-        "# ids-edge benchmark: host CPU",
-        "",
+    lines = [f"# ids-edge benchmark: host CPU{data_label(report)}", ""]
+    if report.get("synthetic_data"):
+        lines += [
+            "**SYNTHETIC data:** the run was trained and evaluated on synthetic rows, so the accuracy and F1 figures "
+            "below are not CICIoMT2024 results.",
+            "",
+        ]
+    lines += [
         f"Measured from {report['started_at']} to {report['finished_at']} in one process run. The medians (p50) "
         "and ratios below come from this run only; the machine may be shared and noisy, so compare figures within "
         "one report rather than across reports.",
@@ -366,7 +378,7 @@ def plot_latency(report, path):
         axes.set_yticks(range(1, len(labels) + 1), labels, fontsize=8)
         axes.set_xscale("log")
     axes.set_xlabel("latency per flow (microseconds, log scale)")
-    axes.set_title(f"Host CPU latency per flow: {report['machine']['cpu_model']}", fontsize=9)
+    axes.set_title(f"Host CPU latency per flow: {report['machine']['cpu_model']}{data_label(report)}", fontsize=9)
     axes.grid(axis="x", which="both", alpha=0.3)
     figure.tight_layout()
     figure.savefig(path, dpi=120)
@@ -385,7 +397,10 @@ def plot_accuracy_vs_size(report, path):
     axes.margins(x=0.25, y=0.1)
     axes.set_xlabel("size on disk (bytes, log scale)")
     axes.set_ylabel("macro F1 on the test split")
-    axes.set_title(f"Macro F1 against size ({report['data']['test_rows']} test rows, {report['data']['origin']})", fontsize=8)
+    title = f"Macro F1 against size ({report['data']['test_rows']} test rows, {report['data']['origin']})"
+    if report.get("synthetic_data") and data_label(report) not in title:
+        title += data_label(report)
+    axes.set_title(title, fontsize=8)
     axes.grid(alpha=0.3)
     figure.tight_layout()
     figure.savefig(path, dpi=120)

@@ -118,7 +118,9 @@ def train(data_dir, task, label_column, test_fraction, out_dir, epochs, batch_si
               help="Fraction of the standardized calibration values cut at each end before int8 ranges are set (0: full range).")
 @click.option("--prune", type=float, help="Target sparsity (fraction of zero weights, between 0 and 1) of magnitude pruning before conversion.")
 @click.option("--prune-structure", type=click.Choice(PRUNE_STRUCTURES), default="unstructured", show_default=True,
-              help="2:4 zeroes 2 of every 4 consecutive weights of the Dense layers; the Conv1D layers stay unstructured.")
+              help="2:4 zeroes 2 of every 4 consecutive weights of the Dense layers, so they are at exactly 0.5 sparsity "
+                   "whatever --prune is; the Conv1D layers are pruned unstructured to --prune. Such variants are named "
+                   "pruned50_2of4 for --prune 0.5 and pruned2of4_convNN otherwise. Needs --prune.")
 @click.option("--sparse-encoding", is_flag=True,
               help="Store the pruned weights of the float32 (--quantize none) variant in TFLite's sparse format; needs --prune.")
 @click.option("--qat", is_flag=True, help="Also export each int8 variant after quantization-aware fine-tuning, next to its post-training version.")
@@ -126,40 +128,66 @@ def train(data_dir, task, label_column, test_fraction, out_dir, epochs, batch_si
 @click.option("--fine-tune-learning-rate", type=float, default=0.0005, show_default=True, help="Adam learning rate of pruning and QAT fine-tuning.")
 @click.option("--max-accuracy-drop", type=float, default=1.0, show_default=True, help="Largest accepted accuracy drop against Keras float32, in percentage points.")
 @click.option("--max-macro-f1-drop", type=float, default=2.0, show_default=True, help="Largest accepted macro-F1 drop against Keras float32, in percentage points.")
+@click.option("--max-class-f1-drop", type=float,
+              help="Largest accepted F1 drop of any single class against Keras float32, in percentage points. Default: not checked.")
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed of calibration sampling and fine-tuning.")
 @click.option("--data", "data_dir", type=PATH, help="New location of the run's data folder, if it moved.")
 @click.option("--out", "out_dir", type=PATH, required=True, help="Folder for the .tflite models and their reports.")
 def export(run_dir, quantize, io, all_variants, representative_size, calibration_clip, prune, prune_structure, sparse_encoding, qat,
-           fine_tune_epochs, fine_tune_learning_rate, max_accuracy_drop, max_macro_f1_drop, seed, data_dir, out_dir):
+           fine_tune_epochs, fine_tune_learning_rate, max_accuracy_drop, max_macro_f1_drop, max_class_f1_drop, seed, data_dir,
+           out_dir):
     """Export RUN_DIR as .tflite variants, evaluate them in the TFLite runtime and gate their accuracy loss."""
-    from ids_edge import evaluate
-    from ids_edge.errors import GateError
-    from ids_edge.export import GateOptions, export_variants, variant_options
+    from click.core import ParameterSource
 
+    from ids_edge import compress, evaluate
+    from ids_edge.errors import GateError
+    from ids_edge.export import GateOptions, export_variants, gate_advice, variant_options
+
+    context = click.get_current_context()
+    given = {name: context.get_parameter_source(name) not in (ParameterSource.DEFAULT, None)
+             for name in ("quantize", "fine_tune_epochs", "fine_tune_learning_rate")}
+    for name in ("fine_tune_epochs", "fine_tune_learning_rate"):
+        option = "--" + name.replace("_", "-")
+        if given[name] and prune is None and not qat:
+            raise IdsEdgeError(
+                f"{option} sets the fine-tuning of pruning and QAT, but neither --prune nor --qat is given. "
+                f"Add --prune or --qat, or drop {option}."
+            )
+    if all_variants and not given["quantize"]:
+        quantize = ()
     variants = variant_options(
         quantize, io, all_variants, qat, representative_size=representative_size, calibration_clip=calibration_clip,
         prune=prune, prune_structure=prune_structure, sparse_encoding=sparse_encoding, fine_tune_epochs=fine_tune_epochs,
         fine_tune_learning_rate=fine_tune_learning_rate, seed=seed,
     )
-    gate = GateOptions(max_accuracy_drop, max_macro_f1_drop)
+    gate = GateOptions(max_accuracy_drop, max_macro_f1_drop, max_class_f1_drop)
     summary = export_variants(run_dir, out_dir, variants, gate, data_dir)
 
-    click.echo(evaluate.format_summary(summary.keras_report, "Keras float32"))
+    label = summary.data_label
+    click.echo(evaluate.format_summary(summary.keras_report, "Keras float32" + label))
     for variant in summary.variants:
         change = variant.comparison
         status = f"wrote {variant.model_path}" if variant.accepted else "rejected, not written"
         click.echo(f"{variant.name}: {variant.size_bytes} bytes ({variant.gzip_bytes} gzip-compressed), {status}")
-        click.echo("  " + evaluate.format_summary(variant.report, f"TFLite {variant.name} ({summary.runtime})"))
+        click.echo("  " + evaluate.format_summary(variant.report, f"TFLite {variant.name} ({summary.runtime}){label}"))
         click.echo(
-            f"  Change against Keras: accuracy {change['accuracy_change_pp']:+.2f} pp, macro F1 "
+            f"  Change against Keras{label}: accuracy {change['accuracy_change_pp']:+.2f} pp, macro F1 "
             f"{change['macro_f1_change_pp']:+.2f} pp, same class on {100 * change['agreement']:.2f}% of rows"
         )
+        calibration = variant.model_metadata.get("calibration")
+        if calibration:
+            click.echo(f"  Calibration: {calibration['rows']} training rows (--representative-size {calibration['requested_rows']})")
         if variant.sparsity:
             layers = ", ".join(f"{name} {entry['sparsity']:.3f}" for name, entry in variant.sparsity.items())
-            click.echo(f"  Sparsity per layer: {layers}")
+            click.echo(f"  Sparsity per layer: {layers}; overall {compress.overall_sparsity(variant.sparsity):.3f}")
+    for notice in summary.notices:
+        click.echo(f"Note: {notice}")
     click.echo(f"Comparison: {out_dir / 'comparison.md'}")
     if summary.rejected:
-        raise GateError(f"The accuracy gate rejected {len(summary.rejected)} variant(s), which were not written: {summary.gate_message()}.")
+        raise GateError(
+            f"The accuracy gate rejected {len(summary.rejected)} variant(s), which were not written: {summary.gate_message()}. "
+            f"To export them, {gate_advice(summary.rejected)}."
+        )
 
 
 @main.command()

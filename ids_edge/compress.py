@@ -18,24 +18,37 @@ logger = logging.getLogger(__name__)
 
 PRUNE_STRUCTURES = ("unstructured", "2:4")
 """``unstructured`` zeroes the smallest weights of each layer. ``2:4`` zeroes 2 of every 4
-consecutive input weights of the Dense layers. tfmot 0.8 supports m-by-n sparsity for rank-2 and
-rank-4 kernels only, so the Conv1D layers are pruned unstructured in that mode."""
+consecutive input weights of the Dense layers, which puts them at exactly 0.5 sparsity whatever
+the target. tfmot 0.8 supports m-by-n sparsity for rank-2 and rank-4 kernels only, so the Conv1D
+layers are pruned unstructured to the target in that mode."""
 
 PRUNE_SCHEDULE_SHARE = 0.7
 """Share of the fine-tuning steps over which sparsity rises to the target; the rest fine-tunes
 at the target sparsity."""
 
 
+MIN_SPARSITY = 0.0001
+MAX_SPARSITY = 0.9999
+"""Range of ``--prune``: variant names give the target in percent with 2 decimals, and values
+outside this range would read 0 or 100 there."""
+
+
 def check_sparsity(sparsity):
     """Check a target sparsity (fraction of zero weights) given with ``--prune``.
 
     Raises:
-        IdsEdgeError: The value is not strictly between 0 and 1.
+        IdsEdgeError: The value is not strictly between 0 and 1, or outside
+            [:data:`MIN_SPARSITY`, :data:`MAX_SPARSITY`].
     """
     if not isinstance(sparsity, (int, float)) or not 0 < sparsity < 1:
         raise IdsEdgeError(
             f"Invalid --prune {sparsity}: the target sparsity is the fraction of zero weights and must be "
             "strictly between 0 and 1, e.g. 0.5."
+        )
+    if not MIN_SPARSITY <= sparsity <= MAX_SPARSITY:
+        raise IdsEdgeError(
+            f"Invalid --prune {sparsity}: use a sparsity from {MIN_SPARSITY} to {MAX_SPARSITY}. Variant names give "
+            "it in percent with 2 decimals, where this value would read as 0 or 100."
         )
 
 
@@ -178,6 +191,12 @@ def layer_sparsity(model):
             "two_of_four": _has_two_of_four(values),
         }
     return result
+
+
+def overall_sparsity(layers):
+    """Return the fraction of zero weights over all kernels of a :func:`layer_sparsity` result."""
+    weights = sum(entry["weights"] for entry in layers.values())
+    return sum(entry["zeros"] for entry in layers.values()) / weights if weights else 0.0
 
 
 def _has_two_of_four(kernel):

@@ -272,11 +272,12 @@ def read_flatbuffer(model_path):
             operators.append((entry, operator))
         graph_inputs = [int(v) for v in subgraph.InputsAsNumpy()]
         graph_outputs = [int(v) for v in subgraph.OutputsAsNumpy()]
-    except (IndexError, ValueError, struct.error, UnicodeDecodeError):
-        # A truncated flatbuffer makes the generated accessors read past the end of the buffer.
+    except (IndexError, ValueError, TypeError, struct.error, UnicodeDecodeError):
+        # A truncated or overwritten flatbuffer makes the generated accessors read past the end of
+        # the buffer or decode garbage offsets (TypeError: "bad number ... for type uint32").
         raise IdsEdgeError(
-            f"{model_path} is a damaged TFLite file: its {len(data)} bytes end before the model's tables do, "
-            "as in a truncated copy. Export it again with 'ids-edge export', or copy it again."
+            f"{model_path} is a damaged TFLite file: its {len(data)} bytes do not hold valid model tables, "
+            "as in a truncated or overwritten copy. Export it again with 'ids-edge export', or copy it again."
         ) from None
     return schema, model, tensors, operators, graph_inputs, graph_outputs
 

@@ -27,6 +27,7 @@ scale for all features, so the pooled range is the range that matters.
 
 import dataclasses
 import gzip
+import json
 import logging
 import pathlib
 import time
@@ -37,6 +38,7 @@ from ids_edge import compress, evaluate, metadata, runs, tflite_file, variant_re
 from ids_edge._tf import import_tensorflow, quiet_native_stderr
 from ids_edge.choices import IO_TYPES, QUANTIZE_MODES
 from ids_edge.errors import GateError, IdsEdgeError
+from ids_edge.model import MAX_SEED
 from ids_edge.outputs import output_dir
 from ids_edge.preprocess import dequantize, quantize
 from ids_edge.runtime import find_runtime, make_interpreter
@@ -83,6 +85,7 @@ class GateOptions:
 
     max_accuracy_drop: float = 1.0
     max_macro_f1_drop: float = 2.0
+    max_class_f1_drop: float | None = None  # None: per-class F1 is not gated
 
 
 @dataclasses.dataclass
@@ -98,6 +101,7 @@ class VariantResult:
     gate_failures: list
     sparsity: dict | None = None
     model_path: object = None  # set once written
+    notices: list = dataclasses.field(default_factory=list)
 
     @property
     def accepted(self):
@@ -121,6 +125,8 @@ class ExportSummary:
     variants: list
     gate: GateOptions
     runtime: str
+    data_label: str = ""
+    notices: list = dataclasses.field(default_factory=list)
 
     @property
     def accepted(self):
@@ -147,15 +153,32 @@ class ExportResult:
     runtime: str
 
 
+def sparsity_label(sparsity):
+    """Format a sparsity fraction in percent with up to 2 decimals and ``p`` as the point: 0.555 -> ``55p5``.
+
+    :func:`ids_edge.compress.check_sparsity` accepts only values from 0.0001 to 0.9999, so the
+    label never reads 0 or 100.
+    """
+    text = f"{100 * sparsity:.2f}".rstrip("0").rstrip(".")
+    return text.replace(".", "p")
+
+
 def variant_name(options):
-    """Name a variant by its options, e.g. ``int8``, ``int8_float_io`` or ``int8_pruned50_2of4_qat``."""
+    """Name a variant by its options, e.g. ``int8``, ``int8_float_io`` or ``int8_pruned50_2of4_qat``.
+
+    With ``--prune-structure 2:4`` the Dense layers are always at 0.5 sparsity and only the
+    Conv1D layers reach the target, so a target other than 0.5 is named ``pruned2of4_convNN``.
+    """
     name = options.quantize
     if options.quantize == "int8" and options.io == "float":
         name += "_float_io"
     if options.prune is not None:
-        name += f"_pruned{round(100 * options.prune):d}"
-        if options.prune_structure == "2:4":
-            name += "_2of4"
+        if options.prune_structure != "2:4":
+            name += f"_pruned{sparsity_label(options.prune)}"
+        elif options.prune == 0.5:
+            name += "_pruned50_2of4"
+        else:
+            name += f"_pruned2of4_conv{sparsity_label(options.prune)}"
     if options.qat:
         name += "_qat"
     if options.sparse_encoding:
@@ -172,7 +195,8 @@ def representative_rows(labels, size, seed):
     """Pick up to ``size`` row indices with the same number per class (all rows of smaller classes).
 
     Equal shares keep rare attack classes in the calibration data, whose ranges would otherwise
-    be set almost entirely by the largest classes.
+    be set almost entirely by the largest classes. :func:`calibration_rows_note` explains a
+    count that differs from ``size``.
     """
     if size < 1:
         raise IdsEdgeError(f"Invalid --representative-size {size}: use 1 or more rows.")
@@ -186,6 +210,27 @@ def representative_rows(labels, size, seed):
             rows = rng.choice(rows, size=per_class, replace=False)
         chosen.append(np.sort(rows))
     return np.concatenate(chosen)
+
+
+def calibration_rows_note(labels, size, used):
+    """Explain why ``used`` calibration rows differ from the ``size`` requested, or return "" when equal."""
+    if used == size:
+        return ""
+    counts = np.bincount(np.asarray(labels))
+    counts = counts[counts > 0]
+    per_class = max(1, size // len(counts))
+    reasons = []
+    if size % len(counts) or size < len(counts):
+        reasons.append(
+            f"--representative-size {size} is split equally over {len(counts)} classes, {per_class} row(s) per class"
+        )
+    short = int(np.count_nonzero(counts < per_class))
+    if short:
+        reasons.append(
+            f"{short} class(es) have fewer than {per_class} training rows, so all their rows are used "
+            f"(the training split has {int(counts.sum())} rows)"
+        )
+    return f"calibrated on {used} training rows instead of the {size} requested: " + "; ".join(reasons) + "."
 
 
 def calibration_clip_bounds(standardized, quantile):
@@ -392,9 +437,21 @@ def check_options(options):
         )
     if options.representative_size < 1:
         raise IdsEdgeError(f"Invalid --representative-size {options.representative_size}: use 1 or more rows.")
+    if isinstance(options.seed, bool) or not isinstance(options.seed, int) or not 0 <= options.seed <= MAX_SEED:
+        raise IdsEdgeError(f"Invalid option --seed {options.seed}: use an integer from 0 to {MAX_SEED}.")
     calibration_clip_bounds(np.zeros(1), options.calibration_clip)
     if options.prune is not None:
         compress.check_sparsity(options.prune)
+    elif options.prune_structure != "unstructured":
+        raise IdsEdgeError(
+            f"--prune-structure {options.prune_structure} sets how --prune zeroes weights, but --prune is not given. "
+            "Add --prune, e.g. --prune 0.5, or drop --prune-structure."
+        )
+    if options.sparse_encoding and options.prune is None and options.quantize == "none":
+        raise IdsEdgeError(
+            "--sparse-encoding stores the zero weights of a pruned model in TFLite's sparse format, but --prune is "
+            "not given, so there are no zero weights to leave out. Add --prune, e.g. --prune 0.8, or drop --sparse-encoding."
+        )
     if options.sparse_encoding and (options.prune is None or options.quantize != "none"):
         raise IdsEdgeError(
             f"--sparse-encoding applies to pruned float32 models (--quantize none with --prune), but this variant "
@@ -406,8 +463,11 @@ def check_options(options):
 
 
 def check_gate(gate):
-    """Check the gate limits (percentage points, 0 or more)."""
-    for option, value in (("--max-accuracy-drop", gate.max_accuracy_drop), ("--max-macro-f1-drop", gate.max_macro_f1_drop)):
+    """Check the gate limits (percentage points, 0 or more; ``max_class_f1_drop`` may be None)."""
+    limits = [("--max-accuracy-drop", gate.max_accuracy_drop), ("--max-macro-f1-drop", gate.max_macro_f1_drop)]
+    if gate.max_class_f1_drop is not None:
+        limits.append(("--max-class-f1-drop", gate.max_class_f1_drop))
+    for option, value in limits:
         if not value >= 0:
             raise IdsEdgeError(f"Invalid {option} {value}: use a drop in percentage points, 0 or more, e.g. 1.0.")
 
@@ -422,7 +482,29 @@ def gate_failures(comparison, gate):
     for metric, drop, limit, option in checks:
         if drop > limit:
             failures.append(f"{metric} dropped {drop:.2f} pp against Keras float32 (limit {option} {limit:.2f} pp)")
+    if gate.max_class_f1_drop is not None:
+        for class_name, change in comparison.get("per_class_f1_change_pp", {}).items():
+            if -change > gate.max_class_f1_drop:
+                failures.append(
+                    f"F1 of class {class_name} dropped {-change:.2f} pp against Keras float32 "
+                    f"(limit --max-class-f1-drop {gate.max_class_f1_drop:.2f} pp)"
+                )
     return failures
+
+
+def gate_advice(variants):
+    """Suggest what to change for the rejected ``variants``, based on the options they used."""
+    advice = ["raise the limit that failed"]
+    pruned = sorted({variant.options.prune for variant in variants if variant.options.prune is not None})
+    if pruned:
+        advice.append(f"use a smaller --prune than {', '.join(str(value) for value in pruned)} or more --fine-tune-epochs")
+    if any(variant.options.quantize == "int8" and not variant.options.qat for variant in variants):
+        advice.append("add --qat for the int8 variants")
+    if any(variant.options.quantize in ("float16", "dynamic") for variant in variants):
+        advice.append("use --quantize none or int8 instead of float16/dynamic")
+    if any(variant.options.quantize == "int8" for variant in variants):
+        advice.append("calibrate on more rows with --representative-size")
+    return ", or ".join(advice)
 
 
 class _Models:
@@ -477,13 +559,18 @@ def _build_variant(models, options, runtime, keras_pred, keras_report, gate):
     base = models.pruned(options)
     sparsity = compress.layer_sparsity(base) if options.prune is not None else None
 
+    notices = []
     calibration_info = None
     calibration = None
     clamp = None
     if options.quantize == "int8":
         rows, calibration, clamp = models.calibration(options)
+        rows_note = calibration_rows_note(dataset.train.labels, options.representative_size, len(rows))
+        if rows_note:
+            notices.append(f"{variant_name(options)}: {rows_note}")
         calibration_info = {
             "rows": int(len(rows)),
+            "requested_rows": options.representative_size,
             "clip_quantile": options.calibration_clip,
             "clip_low": clamp[0],
             "clip_high": clamp[1],
@@ -498,6 +585,8 @@ def _build_variant(models, options, runtime, keras_pred, keras_report, gate):
         model, options, None if options.qat and not graph_preprocessing else calibration,
         preprocessor if graph_preprocessing else None, clamp if graph_preprocessing else None,
     )
+    if options.sparse_encoding:
+        flatbuffer, options = _check_sparse_encoding(model, options, flatbuffer, notices)
 
     test_inputs = dataset.test.features if graph_preprocessing else preprocessor.transform(dataset.test.features)
     tflite_pred, _ = predict_tflite(flatbuffer, test_inputs, runtime)
@@ -522,18 +611,44 @@ def _build_variant(models, options, runtime, keras_pred, keras_report, gate):
         "pruning": None if sparsity is None else {
             "target_sparsity": options.prune,
             "structure": options.prune_structure,
+            "overall_sparsity": compress.overall_sparsity(sparsity),
             "layers": sparsity,
             "tflite_weights": tflite_file.weight_sparsity(flatbuffer),
         },
         "qat": options.qat,
+        "synthetic_data": bool(run.info.get("synthetic_data", False)),
         "options": {"training": run.info["training_options"], "export": dataclasses.asdict(options)},
         "versions": runs.package_versions(),
     }
     flatbuffer = tflite_file.embed_metadata(flatbuffer, model_metadata)
     return VariantResult(
         variant_name(options), options, flatbuffer, model_metadata, report, comparison,
-        gate_failures(comparison, gate), sparsity,
+        gate_failures(comparison, gate), sparsity, notices=notices,
     )
+
+
+def _check_sparse_encoding(model, options, flatbuffer, notices):
+    """Keep a sparse-encoded flatbuffer only when the converter used the sparse format and it is smaller.
+
+    The converter leaves a weight tensor dense when too few of its values are zero, e.g. at
+    ``--prune 0.1``; then there is no DENSIFY op. Such a variant is written as the dense model
+    under the name without ``_sparse``, with ``sparse_encoding`` false.
+
+    Returns:
+        ``(flatbuffer, options)``: the flatbuffer and options to use for the variant.
+    """
+    dense_options = dataclasses.replace(options, sparse_encoding=False)
+    dense = convert(model, dense_options)
+    ops = {operator["op"] for operator in tflite_file.describe_model(flatbuffer)["operators"]}
+    if "DENSIFY" in ops and len(flatbuffer) < len(dense):
+        return flatbuffer, options
+    reason = "it has no DENSIFY op" if "DENSIFY" not in ops else f"it is not smaller ({len(flatbuffer)} >= {len(dense)} bytes)"
+    notices.append(
+        f"{variant_name(options)}: the converter did not store the weights in the sparse format ({reason}; "
+        f"--prune {options.prune} leaves too few zeros), so the dense model is written as "
+        f"{variant_name(dense_options)} with sparse_encoding false."
+    )
+    return dense, dense_options
 
 
 def export_variants(run_dir, out_dir, variants, gate=None, data_path=None):
@@ -579,22 +694,38 @@ def export_variants(run_dir, out_dir, variants, gate=None, data_path=None):
     results = []
     for options in variants:
         logger.info("Exporting variant %s", variant_name(options))
-        results.append(_build_variant(models, options, runtime, keras_pred, keras_report, gate))
-    summary = ExportSummary(out_dir, keras_report, results, gate, runtime_name)
+        variant = _build_variant(models, options, runtime, keras_pred, keras_report, gate)
+        if variant.name in [result.name for result in results]:
+            # Only a sparse-encoded variant that fell back to its dense form can repeat a name.
+            variant.notices.append(f"{variant.name} is already exported without --sparse-encoding, so it is written once.")
+            next(result for result in results if result.name == variant.name).notices += variant.notices
+            continue
+        results.append(variant)
+    summary = ExportSummary(out_dir, keras_report, results, gate, runtime_name, run.data_label)
+    summary.notices = [notice for variant in results for notice in variant.notices]
+    if any(options.prune_structure == "2:4" and options.prune is not None for options in variants):
+        summary.notices.insert(0, PRUNE_2OF4_NOTICE)
 
     if not summary.accepted:
         raise GateError(
             f"The accuracy gate rejected every variant, so nothing was written to {out_dir}: "
-            f"{summary.gate_message()}. Raise the limits, or try --qat or a smaller --prune."
+            f"{summary.gate_message()}. To export anyway, {gate_advice(summary.rejected)}."
         )
 
+    replaced = previous_models(out_dir)
     with output_dir(out_dir, marker="export.json") as folder:
         for variant in summary.accepted:
-            _write_variant(folder, variant, runtime_name)
+            _write_variant(folder, variant, runtime_name, run.data_label)
         payload = summary_payload(summary, run)
         metadata.write_json_atomic(folder / "export.json", payload)
-        (folder / "comparison.md").write_text(variant_report.comparison_markdown(payload), encoding="utf-8")
-        variant_report.plot_size_against_macro_f1(payload, folder / "size_vs_macro_f1.png")
+        title = "Exported variants against the Keras float32 model" + run.data_label
+        (folder / "comparison.md").write_text(variant_report.comparison_markdown(payload, title), encoding="utf-8")
+        variant_report.plot_size_against_macro_f1(
+            payload, folder / "size_vs_macro_f1.png",
+            "Variant size against macro F1 (x: rejected by the gate)" + run.data_label,
+        )
+    if replaced:
+        summary.notices.append(f"Replaced the models of the previous export in {out_dir}: {', '.join(replaced)}.")
 
     for variant in summary.accepted:
         variant.model_path = out_dir / f"model_{variant.name}.tflite"
@@ -603,11 +734,28 @@ def export_variants(run_dir, out_dir, variants, gate=None, data_path=None):
     return summary
 
 
-def _write_variant(folder, variant, runtime_name):
+PRUNE_2OF4_NOTICE = (
+    "--prune-structure 2:4 prunes the Dense layers to exactly 0.5 sparsity (2 of every 4 weights), whatever "
+    "--prune is; --prune sets the target of the Conv1D layers only. So a 2:4 variant with a target other than 0.5 "
+    "is named pruned2of4_convNN. Its overall sparsity is on its 'Sparsity per layer' line and in export.json."
+)
+
+
+def previous_models(out_dir):
+    """List the model files that the ``export.json`` in ``out_dir`` names as written, or [] if there is none."""
+    try:
+        payload = json.loads((pathlib.Path(out_dir) / "export.json").read_text(encoding="utf-8"))
+        variants = payload["variants"].values()
+        return sorted(entry["model"] for entry in variants if isinstance(entry, dict) and entry.get("model"))
+    except (OSError, UnicodeDecodeError, ValueError, KeyError, TypeError, AttributeError):
+        return []
+
+
+def _write_variant(folder, variant, runtime_name, data_label=""):
     model_path = folder / f"model_{variant.name}.tflite"
     model_path.write_bytes(variant.flatbuffer)
     metadata.write_json_atomic(metadata.metadata_path(model_path), variant.model_metadata)
-    title = f"{variant.name} TFLite model ({runtime_name}), test split"
+    title = f"{variant.name} TFLite model ({runtime_name}), test split{data_label}"
     evaluate.write_evaluation(folder, f"model_{variant.name}", variant.report, title, variant.comparison)
 
 
@@ -617,6 +765,7 @@ def summary_payload(summary, run):
         "run_dir": str(run.path.resolve()),
         "task": run.task,
         "class_names": run.class_names,
+        "synthetic_data": bool(run.info.get("synthetic_data", False)),
         "runtime": summary.runtime,
         "gate": dataclasses.asdict(summary.gate),
         "keras_metrics": summary.keras_report,
@@ -629,6 +778,8 @@ def summary_payload(summary, run):
                 "gzip_bytes": variant.gzip_bytes,
                 "options": dataclasses.asdict(variant.options),
                 "sparsity": variant.sparsity,
+                "overall_sparsity": compress.overall_sparsity(variant.sparsity) if variant.sparsity else None,
+                "calibration": variant.model_metadata["calibration"],
                 "input": variant.model_metadata["input"],
                 "output": variant.model_metadata["output"],
                 "metrics": variant.report,
@@ -673,11 +824,21 @@ def variant_options(quantize_modes, io_types=(), all_variants=False, qat=False, 
     """
     modes = list(QUANTIZE_MODES) if all_variants else list(dict.fromkeys(quantize_modes))
     ios = list(IO_TYPES) if all_variants else list(dict.fromkeys(io_types))
-    if "int8" not in modes and ("int8" in ios or qat):
-        option = "--qat" if qat else "--io int8"
+    if all_variants and (quantize_modes or io_types):
+        given = " ".join([f"--quantize {mode}" for mode in quantize_modes] + [f"--io {io}" for io in io_types])
         raise IdsEdgeError(
-            f"{option} needs --quantize int8, but --quantize is {', '.join(modes)}, which keeps float "
-            f"input and output. Drop {option} or add --quantize int8."
+            f"--all-variants exports every --quantize mode and both --io types, so it conflicts with {given}. "
+            "Drop --quantize and --io, or drop --all-variants."
+        )
+    if "int8" not in modes and qat:
+        raise IdsEdgeError(
+            f"--qat applies to int8 variants (quantization-aware training for int8 inference), but --quantize is "
+            f"{', '.join(modes)}. Add --quantize int8, or drop --qat."
+        )
+    if "int8" not in modes and "int8" in ios:
+        raise IdsEdgeError(
+            f"--io int8 needs --quantize int8, but --quantize is {', '.join(modes)}, which keeps float "
+            "input and output. Drop --io int8 or add --quantize int8."
         )
     if shared.get("sparse_encoding") and "none" not in modes:
         raise IdsEdgeError("--sparse-encoding applies to the float32 variant only. Add --quantize none, or drop --sparse-encoding.")

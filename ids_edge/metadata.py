@@ -13,10 +13,12 @@
 - ``input`` and ``output``: ``name``, ``dtype`` (numpy name), ``shape``, ``scale`` and
   ``zero_point`` (0.0 and 0 for float tensors).
 - ``options``: training and export options; ``versions``: package versions used.
-- ``variant``: the variant's name, e.g. ``int8`` or ``int8_pruned50``; ``calibration``: rows,
-  clip quantile and input clamp bounds of int8 calibration; ``pruning``: target, structure,
-  per-layer sparsity and the share of zero weights in the ``.tflite``; ``qat``: whether the
-  variant was fine-tuned with quantization-aware training.
+- ``variant``: the variant's name, e.g. ``int8`` or ``int8_pruned50``; ``calibration``: rows
+  used and requested, clip quantile and input clamp bounds of int8 calibration; ``pruning``:
+  target, structure, per-layer and overall sparsity and the share of zero weights in the
+  ``.tflite``; ``qat``: whether the variant was fine-tuned with quantization-aware training.
+- ``synthetic_data``: true when the run was trained on synthetic data, whose metrics are not
+  CICIoMT2024 results.
 
 The same JSON is embedded in the ``.tflite`` file's metadata under the name
 ``ids_edge_metadata`` (see :mod:`ids_edge.tflite_file`), so ``ids-edge inspect`` works without

@@ -90,15 +90,34 @@ class Run:
         return data_label({"synthetic": self.info.get("synthetic_data", False)})
 
     def load_model(self):
-        """Load the trained tf_keras model."""
+        """Load the trained tf_keras model and check its input and output sizes against run.json.
+
+        Raises:
+            IdsEdgeError: The model cannot be loaded, or its feature or class count differs from
+                run.json's, as when a model.keras of another run was copied in.
+        """
         from ids_edge._tf import import_tensorflow
 
         _, keras = import_tensorflow()
         model_path = self.path / "model.keras"
         try:
-            return keras.models.load_model(model_path, compile=False)
+            model = keras.models.load_model(model_path, compile=False)
         except (OSError, ValueError) as error:
             raise IdsEdgeError(f"Could not load the model {model_path}: {error}. Train the run again.") from None
+
+        outputs = model.output_shape[-1]
+        features = model.input_shape[1] if len(model.input_shape) > 1 else None
+        checks = (
+            (outputs, len(self.class_names), "outputs", "classes"),
+            (features, len(self.feature_names), "input features", "features"),
+        )
+        for found, expected, model_unit, run_unit in checks:
+            if found != expected:
+                raise IdsEdgeError(
+                    f"The model {model_path} has {found} {model_unit}, but {self.path / 'run.json'} lists {expected} "
+                    f"{run_unit}. The model.keras belongs to another run; train the run again with 'ids-edge train'."
+                )
+        return model
 
     def load_dataset(self, data_path=None):
         """Load the run's data splits again and check that they are the ones it was trained on.
@@ -142,7 +161,10 @@ def load_run(run_dir):
         raise IdsEdgeError(f"Could not read run directory {run_dir}: {error}. Train the run again.") from None
 
     if info.get("format") != RUN_FORMAT:
-        raise IdsEdgeError(f"{info_path} is not an ids-edge run file (format {info.get('format')!r}).")
+        raise IdsEdgeError(
+            f"{info_path} is not an ids-edge run file (format {info.get('format')!r}). "
+            "Train the run again with 'ids-edge train'."
+        )
     version = info.get("format_version")
     if not isinstance(version, int) or version > RUN_FORMAT_VERSION:
         raise IdsEdgeError(

@@ -52,10 +52,31 @@ def _parse_model(flatbuffer, schema, source="the model"):
     data = bytes(flatbuffer)
     if len(data) < 8 or data[4:8] != b"TFL3":
         raise IdsEdgeError(f"{source} is not a TFLite flatbuffer (no 'TFL3' identifier). Export it with 'ids-edge export'.")
+    check_complete(data, schema, source)
+    return schema.Model.GetRootAsModel(data, 0)
+
+
+def check_complete(data, schema=None, source="the model"):
+    """Read every table of a ``.tflite`` flatbuffer once, so that a truncated or damaged file fails here.
+
+    The generated accessors read lazily and fail only when a field past the end of the bytes is
+    touched, with struct.error, TypeError, IndexError or ValueError. Unpacking the whole model
+    touches every field, and external buffers (``offset`` and ``size``) must lie inside the file.
+
+    Raises:
+        IdsEdgeError: The bytes end before the model's tables do, or a table is invalid.
+    """
+    schema = schema or load_schema()
+    data = bytes(data)
     try:
-        return schema.Model.GetRootAsModel(data, 0)
-    except Exception as error:  # A corrupt flatbuffer raises struct errors, IndexError and others.
-        raise IdsEdgeError(f"{source} is a damaged TFLite flatbuffer ({error}). Export it again.") from None
+        model = schema.ModelT.InitFromObj(schema.Model.GetRootAsModel(data, 0))
+        complete = bool(model.subgraphs) and all(
+            (buffer.offset or 0) <= 1 or buffer.offset + (buffer.size or 0) <= len(data) for buffer in model.buffers or []
+        )
+    except Exception:  # noqa: BLE001 (a damaged flatbuffer raises struct errors, TypeError, IndexError and others)
+        complete = False
+    if not complete:
+        raise IdsEdgeError(f"{source} is truncated or not a valid TFLite file ({len(data)} bytes). Export it again.")
 
 
 def embed_metadata(flatbuffer, metadata, name=METADATA_NAME):
@@ -222,14 +243,10 @@ def inspect_model(model_path):
     """
     import pathlib
 
-    path = pathlib.Path(model_path)
-    try:
-        data = path.read_bytes()
-    except FileNotFoundError:
-        raise IdsEdgeError(f"Model file {path} not found.") from None
-    except OSError as error:
-        raise IdsEdgeError(f"Cannot read model file {path}: {error.strerror}.") from None
+    from ids_edge.coral import read_tflite_bytes
 
+    path = pathlib.Path(model_path)
+    data = read_tflite_bytes(path)
     embedded = read_embedded_metadata(data, source=str(path))
     json_path = path.with_suffix(".json")
     matches = None
@@ -255,6 +272,23 @@ def _format_quantization(tensor):
     return f" per-channel ({len(tensor['scale'])} scales)"
 
 
+def _format_preprocessing(feature_names, preprocessing):
+    """Format the per-feature values that the caller sanitizes and standardizes with, one row per feature."""
+    columns = ("mean", "scale", "clip_min", "clip_max")
+    width = max([len(name) for name in feature_names] + [len("feature")])
+    lines = [
+        "preprocessing (done by the caller: NaN becomes mean, clip to [clip_min, clip_max], then (x - mean) / scale):",
+        f"  {'feature':<{width}} " + " ".join(f"{column:>12}" for column in columns),
+    ]
+    for index, name in enumerate(feature_names):
+        cells = []
+        for column in columns:
+            values = preprocessing.get(column) or []
+            cells.append(f"{values[index]:>12.6g}" if index < len(values) else f"{'missing':>12}")
+        lines.append(f"  {name:<{width}} " + " ".join(cells))
+    return lines
+
+
 def format_inspection(info):
     """Format :func:`inspect_model`'s result as lines for a terminal."""
     lines = [f"{info['path']}: {info['size_bytes']} bytes, metadata entries: {', '.join(info['metadata_names'])}"]
@@ -265,6 +299,8 @@ def format_inspection(info):
         preprocessing = meta.get("preprocessing", {})
         versions = meta.get("versions", {})
         export_options = meta.get("options", {}).get("export", {})
+        if meta.get("synthetic_data"):
+            lines.append("SYNTHETIC: trained and evaluated on synthetic data; its metrics are not CICIoMT2024 results.")
         lines += [
             f"variant: {meta.get('variant')}, task: {meta.get('task')} classes, schema: {meta.get('schema')}",
             f"quantize: {meta.get('quantize')}, io: {meta.get('io')}, QAT: {meta.get('qat')}, "
@@ -272,6 +308,8 @@ def format_inspection(info):
             f"classes (output order): {', '.join(meta.get('class_names', []))}",
             f"features (input order, {len(meta.get('feature_names', []))}): {', '.join(meta.get('feature_names', []))}",
         ]
+        if preprocessing.get("location") == "caller":
+            lines += _format_preprocessing(meta.get("feature_names", []), preprocessing)
         for key in ("input", "output"):
             tensor = meta.get(key, {})
             lines.append(
@@ -287,7 +325,11 @@ def format_inspection(info):
         if meta.get("pruning"):
             pruning = meta["pruning"]
             layers = ", ".join(f"{name} {entry['sparsity']:.3f}" for name, entry in pruning["layers"].items())
-            lines.append(f"pruning: target {pruning['target_sparsity']} ({pruning['structure']}); sparsity per layer: {layers}")
+            overall = pruning.get("overall_sparsity")
+            overall = "" if overall is None else f", overall {overall:.3f}"
+            lines.append(
+                f"pruning: target {pruning['target_sparsity']} ({pruning['structure']}); sparsity per layer: {layers}{overall}"
+            )
         lines.append("export options: " + ", ".join(f"{key}={value}" for key, value in sorted(export_options.items())))
         lines.append("versions: " + ", ".join(f"{key} {value}" for key, value in sorted(versions.items())))
         if info["json_file_matches"] is False:

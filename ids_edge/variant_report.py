@@ -30,7 +30,9 @@ def comparison_markdown(payload, title="Exported variants against the Keras floa
         "",
         f"Test split of {keras['rows']} rows, evaluated in {payload['runtime']}. Changes are in percentage "
         "points (pp), variant minus Keras. Gate: accuracy drop at most "
-        f"{gate['max_accuracy_drop']:.2f} pp, macro-F1 drop at most {gate['max_macro_f1_drop']:.2f} pp.",
+        f"{gate['max_accuracy_drop']:.2f} pp, macro-F1 drop at most {gate['max_macro_f1_drop']:.2f} pp"
+        + (f", F1 drop of any class at most {gate['max_class_f1_drop']:.2f} pp." if gate.get("max_class_f1_drop") is not None
+           else ", per-class F1 not gated."),
         "",
         "| variant | size (bytes) | gzip (bytes) | accuracy % | macro F1 % | weighted F1 % | accuracy change | "
         "macro F1 change | weighted F1 change | same class as Keras % | worst class F1 change | gate |",

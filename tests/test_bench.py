@@ -452,3 +452,46 @@ def test_bench_empty_metadata_names_next_step(model_copy, tmp_path):
     model_copy.with_suffix(".json").write_text("{}")
     with pytest.raises(IdsEdgeError, match="is not ids-edge model metadata .*Export the model again"):
         bench.bench_models([model_copy], tmp_path / "out", bench.BenchOptions(**NO_BASELINES))
+
+
+@pytest.fixture(scope="module")
+def synthetic_bench(tmp_path_factory):
+    """A benchmark of an int8 export of a 2-class run trained for 1 epoch on synthetic rows."""
+    from ids_edge import synthetic
+
+    folder = tmp_path_factory.mktemp("synthetic_bench")
+    data_dir = synthetic.write_synthetic_dataset(folder / "data", rows_per_file=6)
+    runner_cli = CliRunner()
+    trained = runner_cli.invoke(main, ["train", "--data", str(data_dir), "--task", "2", "--epochs", "1", "--out", str(folder / "run")])
+    assert trained.exit_code == 0, trained.output
+    exported = runner_cli.invoke(main, [
+        "export", str(folder / "run"), "--max-accuracy-drop", "100", "--max-macro-f1-drop", "100", "--out", str(folder / "export"),
+    ])
+    assert exported.exit_code == 0, exported.output
+    options = bench.BenchOptions(keras=False, forest=False, memory=False, **FAST)
+    return bench.bench_models([folder / "export" / "model_int8.tflite"], folder / "report", options)
+
+
+def test_bench_synthetic_report_labelled(synthetic_bench):
+    assert synthetic_bench.report["synthetic_data"] is True
+    assert json.loads((synthetic_bench.out_dir / "bench.json").read_text())["synthetic_data"] is True
+    lines = (synthetic_bench.out_dir / "bench.md").read_text().splitlines()
+    assert lines[0] == "# ids-edge benchmark: host CPU (SYNTHETIC data, not CICIoMT2024 results)"
+    assert lines[2].startswith("**SYNTHETIC data:**")
+    assert synthetic_bench.summary_lines()[0].startswith("SYNTHETIC data:")
+
+
+def test_bench_synthetic_plot_titles(synthetic_bench, tmp_path, monkeypatch):
+    import matplotlib.axes
+
+    titles = []
+    monkeypatch.setattr(matplotlib.axes.Axes, "set_title", lambda axes, title, **kwargs: titles.append(title))
+    bench.write_report_files(synthetic_bench.report, tmp_path)
+    assert len(titles) == 2
+    for title in titles:
+        assert "(SYNTHETIC data, not CICIoMT2024 results)" in title
+
+
+def test_bench_real_report_not_synthetic(bench_result):
+    assert bench_result.report["synthetic_data"] is False
+    assert "SYNTHETIC" not in (bench_result.out_dir / "bench.md").read_text()

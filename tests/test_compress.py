@@ -17,8 +17,10 @@ from ids_edge.export import (
     convert,
     export_run,
     export_variants,
+    gate_advice,
     gate_failures,
     predict_tflite,
+    variant_name,
     variant_options,
 )
 from ids_edge.train import as_model_input, predict_classes
@@ -44,7 +46,9 @@ def variants_export(tmp_path_factory, sample_run):
         ExportOptions("none", prune=0.8, **FAST),
         ExportOptions("none", prune=0.8, sparse_encoding=True, **FAST),
         ExportOptions("int8", prune=0.5, prune_structure="2:4", **FAST),
+        ExportOptions("int8", prune=0.8, prune_structure="2:4", **FAST),
         ExportOptions("int8", prune=0.5, qat=True, **FAST),
+        ExportOptions("none", prune=0.1, sparse_encoding=True, **FAST),
     ]
     summary = export_variants(sample_run, out, variants, NO_GATE)
     return summary, {variant.name: variant for variant in summary.variants}
@@ -106,6 +110,21 @@ def test_two_of_four_on_dense_layers(variants_export):
     assert sparsity["conv2"]["sparsity"] >= 0.49
 
 
+def test_two_of_four_dense_exact_conv_target(variants_export):
+    _, by_name = variants_export
+    variant = by_name["int8_pruned2of4_conv80"]
+    assert variant.sparsity["dense"]["sparsity"] == 0.5
+    assert variant.sparsity["classes"]["sparsity"] == 0.5
+    assert abs(variant.sparsity["conv2"]["sparsity"] - 0.8) <= 0.01
+    overall = variant.model_metadata["pruning"]["overall_sparsity"]
+    assert 0.5 < overall < 0.6
+
+
+def test_two_of_four_notice(variants_export):
+    summary, _ = variants_export
+    assert any("exactly 0.5 sparsity" in notice for notice in summary.notices)
+
+
 def test_gzip_size_shrinks_with_sparsity(variants_export):
     _, by_name = variants_export
     dense, half, most = by_name["none"], by_name["none_pruned50"], by_name["none_pruned80"]
@@ -133,6 +152,21 @@ def test_sparse_encoding_same_outputs(variants_export, sample_run, sample_test_s
     np.testing.assert_allclose(sparse_scores, dense_scores, atol=1e-5)
 
 
+def test_sparse_encoding_falls_back_to_dense(variants_export):
+    summary, by_name = variants_export
+    assert "none_pruned10_sparse" not in by_name
+    variant = by_name["none_pruned10"]
+    assert variant.options.sparse_encoding is False
+    assert variant.model_metadata["options"]["export"]["sparse_encoding"] is False
+    assert "DENSIFY" not in {name for name, _, _ in op_types(variant.model_path)}
+    assert any("did not store the weights in the sparse format" in notice for notice in summary.notices)
+
+
+def test_sparse_encoding_needs_prune(sample_run, tmp_path):
+    with pytest.raises(IdsEdgeError, match=r"--prune is not given.*Add --prune, e.g. --prune 0.8"):
+        export_run(sample_run, tmp_path / "out", ExportOptions("none", sparse_encoding=True))
+
+
 def test_sparse_encoding_rejected_for_int8(sample_run, tmp_path):
     options = ExportOptions("int8", prune=0.5, sparse_encoding=True)
     with pytest.raises(IdsEdgeError, match="--sparse-encoding applies to pruned float32 models"):
@@ -155,6 +189,32 @@ def test_sparsity_outside_open_interval(sample_run, tmp_path, sparsity):
     with pytest.raises(IdsEdgeError, match=rf"Invalid --prune {sparsity}: .* strictly between 0 and 1"):
         export_run(sample_run, tmp_path / "out", ExportOptions("int8", prune=sparsity))
     assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize("sparsity", [0.999999, 1e-9])
+def test_sparsity_that_names_round_to_edge(sparsity):
+    with pytest.raises(IdsEdgeError, match=rf"Invalid --prune {sparsity}: use a sparsity from 0.0001 to 0.9999"):
+        compress.check_sparsity(sparsity)
+
+
+@pytest.mark.parametrize(
+    ("options", "name"),
+    [
+        (ExportOptions("none", prune=0.5), "none_pruned50"),
+        (ExportOptions("none", prune=0.555), "none_pruned55p5"),
+        (ExportOptions("none", prune=0.9999), "none_pruned99p99"),
+        (ExportOptions("none", prune=0.0001), "none_pruned0p01"),
+        (ExportOptions("int8", prune=0.5, prune_structure="2:4"), "int8_pruned50_2of4"),
+        (ExportOptions("int8", prune=0.8, prune_structure="2:4"), "int8_pruned2of4_conv80"),
+    ],
+)
+def test_variant_names_of_sparsity(options, name):
+    assert variant_name(options) == name
+
+
+def test_prune_structure_needs_prune(sample_run, tmp_path):
+    with pytest.raises(IdsEdgeError, match="--prune-structure 2:4 sets how --prune zeroes weights, but --prune is not given"):
+        export_run(sample_run, tmp_path / "out", ExportOptions("int8", prune_structure="2:4"))
 
 
 def test_pruning_schedule_ends_on_update():
@@ -306,6 +366,11 @@ def test_qat_float_io_keeps_preprocessing_float(variants_export):
     check_integer_core(by_name["int8_float_io_qat"].model_path)
 
 
+def test_qat_with_float_variant_message():
+    with pytest.raises(IdsEdgeError, match=r"--qat applies to int8 variants .* but --quantize is none. Add --quantize int8"):
+        variant_options(["none"], qat=True)
+
+
 def test_qat_needs_int8(sample_run, tmp_path):
     with pytest.raises(IdsEdgeError, match="--qat trains for int8 inference, but --quantize is float16"):
         export_run(sample_run, tmp_path / "out", ExportOptions("float16", qat=True))
@@ -318,6 +383,38 @@ def test_gate_failures_name_metric_drop_and_limit():
     comparison = {"accuracy_change_pp": -1.5, "macro_f1_change_pp": -0.5}
     failures = gate_failures(comparison, GateOptions(max_accuracy_drop=1.0, max_macro_f1_drop=2.0))
     assert failures == ["accuracy dropped 1.50 pp against Keras float32 (limit --max-accuracy-drop 1.00 pp)"]
+
+
+def test_gate_names_class_drop_and_limit():
+    comparison = {
+        "accuracy_change_pp": 0.0, "macro_f1_change_pp": -1.0,
+        "per_class_f1_change_pp": {"Benign": 0.5, "Attack": -3.25},
+    }
+    failures = gate_failures(comparison, GateOptions(max_class_f1_drop=3.0))
+    assert failures == ["F1 of class Attack dropped 3.25 pp against Keras float32 (limit --max-class-f1-drop 3.00 pp)"]
+
+
+def test_gate_ignores_classes_by_default():
+    comparison = {"accuracy_change_pp": 0.0, "macro_f1_change_pp": 0.0, "per_class_f1_change_pp": {"Attack": -50.0}}
+    assert gate_failures(comparison, GateOptions()) == []
+
+
+def test_negative_class_gate_limit(sample_run, tmp_path):
+    with pytest.raises(IdsEdgeError, match="Invalid --max-class-f1-drop -2.0"):
+        export_run(sample_run, tmp_path / "out", ExportOptions("none"), gate=GateOptions(max_class_f1_drop=-2.0))
+
+
+def test_gate_advice_follows_options():
+    class Variant:
+        def __init__(self, options):
+            self.options = options
+
+    unpruned = gate_advice([Variant(ExportOptions("float16", io="float"))])
+    assert "--prune" not in unpruned
+    assert "instead of float16/dynamic" in unpruned
+    pruned = gate_advice([Variant(ExportOptions("int8", prune=0.9))])
+    assert "use a smaller --prune than 0.9" in pruned
+    assert "add --qat" in pruned
 
 
 def test_gate_passes_within_limits():
@@ -339,8 +436,10 @@ def test_gate_rejects_lossy_variant(sample_run, tmp_path):
 def test_gate_rejecting_every_variant_writes_nothing(sample_run, tmp_path):
     out = tmp_path / "out"
     lossy = ExportOptions("none", prune=0.95, fine_tune_epochs=1, fine_tune_learning_rate=0.05)
-    with pytest.raises(GateError, match=r"rejected every variant, so nothing was written .*none_pruned95: (accuracy|macro F1) dropped"):
+    with pytest.raises(GateError, match=r"rejected every variant, so nothing was written .*none_pruned95: (accuracy|macro F1) dropped") as error:
         export_run(sample_run, out, lossy, gate=GateOptions(0.0, 0.0))
+    assert "use a smaller --prune than 0.95" in str(error.value)
+    assert "--qat" not in str(error.value)
     assert not out.exists()
     assert not list(tmp_path.glob(".out.*"))
 
@@ -400,6 +499,42 @@ def test_inspect_without_json_file(variants_export, tmp_path):
     assert "classes (output order): Benign, Attack" in result.output
     assert "preprocessing location: caller" in result.output
     assert "FULLY_CONNECTED: INT8, INT8(const), INT32(const) -> INT8" in result.output
+    assert "SYNTHETIC" not in result.output
+
+
+def test_inspect_prints_preprocessing_table(variants_export):
+    _, by_name = variants_export
+    meta = by_name["int8"].model_metadata
+    result = CliRunner().invoke(main, ["inspect", str(by_name["int8"].model_path)])
+    lines = result.output.splitlines()
+    header = next(index for index, line in enumerate(lines) if line.startswith("preprocessing (done by the caller"))
+    assert lines[header + 1].split() == ["feature", "mean", "scale", "clip_min", "clip_max"]
+    first = lines[header + 2].split()
+    assert first[0] == meta["feature_names"][0]
+    assert float(first[1]) == pytest.approx(meta["preprocessing"]["mean"][0], rel=1e-5)
+    assert len([line for line in lines[header + 2 :] if line.startswith("  ") and len(line.split()) == 5]) >= 39
+
+
+def test_inspect_graph_model_has_no_table(variants_export):
+    _, by_name = variants_export
+    result = CliRunner().invoke(main, ["inspect", str(by_name["int8_float_io"].model_path)])
+    assert "preprocessing (done by the caller" not in result.output
+
+
+@pytest.mark.parametrize("damage", ["half", "random_tail"])
+def test_inspect_truncated_model(variants_export, tmp_path, damage):
+    _, by_name = variants_export
+    data = by_name["int8"].model_path.read_bytes()
+    if damage == "half":
+        damaged = data[: len(data) // 2]
+    else:
+        damaged = data[:8] + np.random.default_rng(0).integers(0, 256, 4000, dtype=np.uint8).tobytes()
+    path = tmp_path / "damaged.tflite"
+    path.write_bytes(damaged)
+    result = CliRunner().invoke(main, ["inspect", str(path)])
+    assert result.exit_code == 2, result.output
+    assert f"Error: {path} is truncated or not a valid TFLite file ({len(damaged)} bytes). Export it again." in result.output
+    assert "Traceback" not in result.output
 
 
 def test_inspect_json_output(variants_export):
@@ -415,7 +550,7 @@ def test_inspect_rejects_non_tflite(tmp_path):
     path.write_bytes(b"hello world, not a model")
     result = CliRunner().invoke(main, ["inspect", str(path)])
     assert result.exit_code == 2
-    assert "is not a TFLite flatbuffer (no 'TFL3' identifier)" in result.output
+    assert "is not a TFLite model (24 bytes, no 'TFL3' identifier at byte 4)" in result.output
 
 
 def test_embed_replaces_existing_entry(variants_export):
@@ -519,6 +654,14 @@ def test_variant_options_all():
     ]
 
 
+@pytest.mark.parametrize(
+    ("modes", "ios", "given"), [(["int8"], [], "--quantize int8"), ([], ["float"], "--io float")]
+)
+def test_all_variants_conflicts(modes, ios, given):
+    with pytest.raises(IdsEdgeError, match=f"--all-variants exports every --quantize mode .* conflicts with {given}. Drop"):
+        variant_options(modes, ios, all_variants=True)
+
+
 def test_variant_options_io_needs_int8():
     with pytest.raises(IdsEdgeError, match="--io int8 needs --quantize int8"):
         variant_options(["none"], ["int8"])
@@ -543,3 +686,41 @@ def test_cli_gate_exit_code(sample_run, tmp_path):
     assert result.exit_code == 4, result.output
     assert "rejected every variant" in result.output
     assert not out.exists()
+
+
+@pytest.mark.parametrize(
+    ("arguments", "message"),
+    [
+        (["--all-variants", "--quantize", "int8"], "--all-variants exports every --quantize mode and both --io types, so it conflicts with --quantize int8"),
+        (["--all-variants", "--io", "float"], "conflicts with --io float. Drop --quantize and --io, or drop --all-variants"),
+        (["--prune-structure", "2:4"], "--prune-structure 2:4 sets how --prune zeroes weights, but --prune is not given"),
+        (["--fine-tune-epochs", "5"], "--fine-tune-epochs sets the fine-tuning of pruning and QAT, but neither --prune nor --qat"),
+        (["--fine-tune-learning-rate", "0.01"], "Add --prune or --qat, or drop --fine-tune-learning-rate"),
+        (["--quantize", "none", "--sparse-encoding"], "but --prune is not given, so there are no zero weights to leave out. Add --prune"),
+        (["--quantize", "none", "--qat"], "--qat applies to int8 variants"),
+        (["--prune", "0.999999"], "Invalid --prune 0.999999: use a sparsity from 0.0001 to 0.9999"),
+        (["--max-class-f1-drop", "-1"], "Invalid --max-class-f1-drop -1.0"),
+    ],
+)
+def test_cli_export_option_errors(sample_run, tmp_path, arguments, message):
+    out = tmp_path / "out"
+    result = CliRunner().invoke(main, ["export", str(sample_run), *arguments, "--out", str(out)])
+    assert result.exit_code == 2, result.output
+    assert message in result.output
+    assert not out.exists()
+
+
+def test_cli_all_variants_without_quantize(sample_run, tmp_path, monkeypatch):
+    # --quantize has a default, which must not count as given next to --all-variants.
+    from ids_edge import export
+
+    requested = []
+
+    def record(run_dir, out_dir, variants, gate, data_path):
+        requested.extend(variants)
+        raise IdsEdgeError("stopped before converting")
+
+    monkeypatch.setattr(export, "export_variants", record)
+    result = CliRunner().invoke(main, ["export", str(sample_run), "--all-variants", "--out", str(tmp_path / "out")])
+    assert "stopped before converting" in result.output
+    assert [variant_name(options) for options in requested] == ["none", "float16", "dynamic", "int8", "int8_float_io"]

@@ -2,6 +2,7 @@
 
 import ctypes.util
 import json
+import shutil
 import stat
 
 import numpy as np
@@ -294,3 +295,13 @@ def test_random_bytes_worded_like_bench(tmp_path):
     with pytest.raises(IdsEdgeError) as bench_error:
         bench.read_tflite_file(path)
     assert str(coral_error.value) == str(bench_error.value)
+
+
+def test_overwritten_flatbuffer_rejected(int8_model, tmp_path):
+    damaged = tmp_path / "model_int8.tflite"
+    noise = np.random.default_rng(0).integers(0, 256, size=50000, dtype=np.uint8).tobytes()
+    damaged.write_bytes(int8_model.read_bytes()[:8] + noise)
+    shutil.copy(int8_model.with_suffix(".json"), damaged.with_suffix(".json"))
+
+    with pytest.raises(IdsEdgeError, match="is a damaged TFLite file: its 50008 bytes do not hold valid model tables"):
+        coral.check_readiness(damaged, use_tools=False)
