@@ -1,7 +1,7 @@
 """Synthetic data in the official CICIoMT2024 file layout, for tests and benchmarks only.
 
-The rows are random numbers with a class-dependent offset: they exercise all 19 classes and the
-file layout, and say nothing about real traffic. Any metric computed on them must be reported
+The rows are random numbers with a class-dependent offset. They exercise all 19 classes and the
+file layout but carry no information about real traffic. Any metric computed on them must be reported
 as synthetic.
 """
 
@@ -12,7 +12,7 @@ import numpy as np
 from ids_edge import labels, schemas
 
 MARKER_FILE = "SYNTHETIC_DATA.txt"
-"""File that marks a folder as synthetic, so every report made from it says so."""
+"""File that marks a folder as synthetic, so every report made from it is labelled synthetic."""
 
 TRAIN_FILE_NAMES = (
     ["ARP_Spoofing", "Benign", "MQTT-DDoS-Connect_Flood", "MQTT-DDoS-Publish_Flood", "MQTT-DoS-Connect_Flood",
