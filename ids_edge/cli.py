@@ -69,32 +69,11 @@ def train(data_dir, task, label_column, test_fraction, out_dir, epochs, batch_si
     options = TrainingOptions(epochs, batch_size, learning_rate, patience, validation_fraction, seed, max_rows_per_class)
     options.validate()
     check_output_dir(out_dir, marker="run.json")
-    if test_fraction is not None and label_column is None:
-        raise IdsEdgeError("--test-fraction applies only with --label-column; CICIoMT2024 files bring their own test split.")
-    if test_fraction is None:
-        test_fraction = 0.2
+    source, task = runs.choose_data_source(data_dir, None if task is None else int(task), label_column, test_fraction)
 
-    if label_column is not None:
-        if data_dir is None:
-            raise IdsEdgeError("--label-column needs --data with the folder of your CSV files.")
-        if task is not None:
-            raise IdsEdgeError("--task applies to CICIoMT2024 files; with --label-column the classes come from the column.")
-        source = runs.DataSource("generic", str(data_dir.resolve()), label_column, test_fraction)
-        dataset = data.load_generic(data_dir, label_column, validation_fraction, test_fraction, seed, max_rows_per_class)
-    elif data_dir is None:
-        task = int(task or 2)
-        if task != 2:
-            raise IdsEdgeError(
-                f"The bundled sample holds only Benign and ARP_Spoofing rows, so --task {task} cannot be trained on it. "
-                "Use --task 2, or pass the full dataset with --data."
-            )
+    if source.kind == "sample":
         click.echo("No --data given: training on the bundled sample of 851 real CICIoMT2024 rows (Benign and ARP_Spoofing only).")
-        source = runs.DataSource("sample")
-        dataset = data.load_sample(task, validation_fraction, seed)
-    else:
-        task = int(task or 19)
-        source = runs.DataSource("official", str(data_dir.resolve()))
-        dataset = data.load_official(data_dir, task, validation_fraction, seed, max_rows_per_class)
+    dataset = source.load(task, validation_fraction, seed, max_rows_per_class)
 
     for line in data.describe_report(dataset.report):
         click.echo(line)

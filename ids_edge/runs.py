@@ -31,13 +31,51 @@ class DataSource:
     test_fraction: float = 0.2
 
     def load(self, task, validation_fraction, seed, max_rows_per_class, path_override=None):
-        """Load the dataset this source describes; ``path_override`` replaces a moved folder."""
+        """Load the dataset this source describes; ``path_override`` replaces a moved folder.
+
+        ``task`` is ignored in generic mode, where the label column sets the classes.
+        """
         path = path_override or self.path
         if self.kind == "sample":
             return data.load_sample(task, validation_fraction=validation_fraction, seed=seed)
         if self.kind == "official":
             return data.load_official(path, task, validation_fraction, seed, max_rows_per_class)
         return data.load_generic(path, self.label_column, validation_fraction, self.test_fraction, seed, max_rows_per_class)
+
+
+def choose_data_source(data_dir=None, task=None, label_column=None, test_fraction=None):
+    """Pick the data source and task from the ``train`` options.
+
+    Without ``data_dir`` the bundled sample is used (task 2 only); with ``label_column`` the
+    folder is read in generic mode; otherwise it is a CICIoMT2024 download (task 19 by default).
+
+    Returns:
+        ``(DataSource, task)``; ``task`` is None in generic mode, where the column sets the classes.
+
+    Raises:
+        IdsEdgeError: Options that do not go together.
+    """
+    if test_fraction is not None and label_column is None:
+        raise IdsEdgeError("--test-fraction applies only with --label-column; CICIoMT2024 files bring their own test split.")
+
+    if label_column is not None:
+        if data_dir is None:
+            raise IdsEdgeError("--label-column needs --data with the folder of your CSV files.")
+        if task is not None:
+            raise IdsEdgeError("--task applies to CICIoMT2024 files; with --label-column the classes come from the column.")
+        fraction = 0.2 if test_fraction is None else test_fraction
+        return DataSource("generic", str(pathlib.Path(data_dir).resolve()), label_column, fraction), None
+
+    if data_dir is None:
+        task = 2 if task is None else task
+        if task != 2:
+            raise IdsEdgeError(
+                f"The bundled sample holds only Benign and ARP_Spoofing rows, so --task {task} cannot be trained on it. "
+                "Use --task 2, or pass the full dataset with --data."
+            )
+        return DataSource("sample"), task
+
+    return DataSource("official", str(pathlib.Path(data_dir).resolve())), 19 if task is None else task
 
 
 def dataset_fingerprint(dataset):

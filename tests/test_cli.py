@@ -218,3 +218,24 @@ def test_synthetic_data_labelled(tmp_path):
     info = json.loads((tmp_path / "run" / "run.json").read_text())
     assert info["synthetic_data"] is True
     assert "SYNTHETIC" in (tmp_path / "run" / "evaluation" / "keras_metrics.md").read_text().splitlines()[0]
+
+
+def test_train_generic_label_column(tmp_path):
+    import numpy as np
+
+    rng = np.random.default_rng(0)
+    folder = tmp_path / "captures"
+    folder.mkdir()
+    header = ",".join(f"f{i}" for i in range(12)) + ",kind"
+    rows = [",".join(f"{v:.3f}" for v in rng.normal(i % 2, 1, 12)) + f",{'scan' if i % 2 else 'normal'}" for i in range(120)]
+    (folder / "flows.csv").write_text(header + "\n" + "\n".join(rows) + "\n")
+
+    result = run_cli("train", "--data", folder, "--label-column", "kind", "--epochs", 1, "--out", tmp_path / "run")
+    assert result.exit_code == 0, result.output
+    info = json.loads((tmp_path / "run" / "run.json").read_text())
+    assert info["class_names"] == ["normal", "scan"]
+    assert info["schema"] == "generic"
+    assert info["data_source"]["kind"] == "generic"
+
+    exported = run_cli("export", tmp_path / "run", "--out", tmp_path / "int8")
+    assert exported.exit_code == 0, exported.output
