@@ -14,6 +14,9 @@ logger = logging.getLogger(__name__)
 MARKER_FILES = ("run.json", "export.json", "bundle.json", "firmware.json", "bench.json", "coral.json")
 """Files that mark a folder as ids-edge output, which a later successful command may replace."""
 
+MANIFEST_FILE = ".ids-edge-outputs"
+"""Hidden file listing the entries ids-edge wrote into an output folder, one name a line."""
+
 
 def check_output_dir(path, marker=None):
     """Check that ``path`` may become an output folder, before any slow work starts.
@@ -42,6 +45,17 @@ def check_output_dir(path, marker=None):
             f"({markers[0]} is missing), so it is left alone. Choose a new or empty folder with --out."
         )
 
+    manifest = path / MANIFEST_FILE
+    if manifest.is_file():
+        written = set(manifest.read_text(encoding="utf-8").splitlines()) | {MANIFEST_FILE}
+        foreign = sorted(entry.name for entry in path.iterdir() if entry.name not in written)
+        if foreign:
+            raise IdsEdgeError(
+                f"Output folder {path} contains {', '.join(foreign[:5])}{' and more' if len(foreign) > 5 else ''}, "
+                "which ids-edge did not write there and would delete on replacing the folder. Move them out, "
+                "or choose another folder with --out."
+            )
+
 
 @contextlib.contextmanager
 def output_dir(path, marker=None):
@@ -69,6 +83,8 @@ def output_dir(path, marker=None):
     temporary.chmod(0o777 & ~umask)  # mkdtemp makes the folder private (0700); outputs are ordinary folders
     try:
         yield temporary
+        names = sorted(entry.name for entry in temporary.iterdir())
+        (temporary / MANIFEST_FILE).write_text("".join(f"{name}\n" for name in names), encoding="utf-8")
     except BaseException:
         shutil.rmtree(temporary, ignore_errors=True)
         raise

@@ -239,3 +239,35 @@ def test_train_generic_label_column(tmp_path):
 
     exported = run_cli("export", tmp_path / "run", "--out", tmp_path / "int8")
     assert exported.exit_code == 0, exported.output
+
+
+def test_retrain_keeps_nested_outputs(sample_run, tmp_path):
+    run_dir = tmp_path / "run"
+    trained = run_cli("train", "--out", run_dir, "--epochs", 1)
+    assert trained.exit_code == 0, trained.output
+    (run_dir / "int8").mkdir()
+    (run_dir / "int8" / "model_int8.tflite").write_bytes(b"keep")
+
+    result = run_cli("train", "--out", run_dir, "--epochs", 1)
+    assert result.exit_code == 2
+    assert f"Output folder {run_dir} contains int8, which ids-edge did not write there" in result.output
+    assert (run_dir / "int8" / "model_int8.tflite").read_bytes() == b"keep"
+
+
+def test_export_keeps_user_file(sample_run, tmp_path):
+    out = tmp_path / "int8"
+    assert run_cli("export", sample_run, "--out", out).exit_code == 0
+    (out / "my_notes.txt").write_text("notes")
+
+    result = run_cli("export", sample_run, "--out", out)
+    assert result.exit_code == 2
+    assert "contains my_notes.txt, which ids-edge did not write there" in result.output
+    assert (out / "my_notes.txt").read_text() == "notes"
+
+
+def test_rerun_replaces_own_output(sample_run, tmp_path):
+    out = tmp_path / "int8"
+    assert run_cli("export", sample_run, "--out", out).exit_code == 0
+    again = run_cli("export", sample_run, "--out", out)
+    assert again.exit_code == 0, again.output
+    assert (out / "model_int8.tflite").is_file()
