@@ -9,6 +9,7 @@ device run can be compared bit for bit.
 
 import dataclasses
 import datetime
+import gzip
 import hashlib
 import json
 import logging
@@ -24,7 +25,7 @@ import numpy as np
 from ids_edge import __version__, labels, metadata, runner
 from ids_edge.choices import TARGETS
 from ids_edge.errors import IdsEdgeError, MissingRuntimeError
-from ids_edge.outputs import output_dir
+from ids_edge.outputs import check_output_dir, output_dir
 
 logger = logging.getLogger(__name__)
 
@@ -232,7 +233,8 @@ def _check_model(model_path, target):
     if target == "coral" and model_metadata.get("io") != "int8":
         raise IdsEdgeError(
             f"Target coral needs a full-integer model with int8 input and output, but {model_path} has "
-            f"quantize={model_metadata.get('quantize')!r}, io={model_metadata.get('io')!r}. Export with --quantize int8."
+            f"quantize={model_metadata.get('quantize')!r}, io={model_metadata.get('io')!r}. Export with "
+            "--quantize int8 --io int8."
         )
     return model_path, model_metadata
 
@@ -389,8 +391,10 @@ def _sha256(path):
 
 def _write_archive(folder, archive):
     temporary = archive.with_name(f".{archive.name}.partial")
-    with tarfile.open(temporary, "w:gz") as tar:
-        tar.add(folder, arcname=folder.name)
+    # The gzip header stores a file name: give it the final one, not the temporary one.
+    with open(temporary, "wb") as raw, gzip.GzipFile(filename=archive.name, mode="wb", fileobj=raw, mtime=0) as compressed:
+        with tarfile.open(fileobj=compressed, mode="w") as tar:
+            tar.add(folder, arcname=folder.name)
     os.replace(temporary, archive)
 
 
@@ -434,6 +438,14 @@ def make_bundle(model_path, target, out, rows=None, *, max_rows=DEFAULT_MAX_ROWS
     model_path, model_metadata = _check_model(model_path, target)
     if max_rows < 1:
         raise IdsEdgeError(f"Invalid max_rows {max_rows}: bundle at least 1 row.")
+    out = pathlib.Path(out)
+    check_output_dir(out, marker="bundle.json")
+    archive_path = out.with_name(out.name + ".tar.gz") if archive else None
+    if archive_path is not None and archive_path.exists() and not (out / "bundle.json").is_file():
+        raise IdsEdgeError(
+            f"{archive_path} exists and is not the archive of an earlier bundle in {out}, so it is left alone. "
+            "Move it, or choose another --out."
+        )
     class_names = list(model_metadata["class_names"])
     loaded = _sample_rows(_load_rows(rows, model_metadata, label_column), max_rows, seed)
 
@@ -479,9 +491,7 @@ def make_bundle(model_path, target, out, rows=None, *, max_rows=DEFAULT_MAX_ROWS
             },
         )
 
-    archive_path = None
-    if archive:
-        archive_path = out.with_name(out.name + ".tar.gz")
+    if archive_path is not None:
         _write_archive(out, archive_path)
     # The skipped steps are printed once, by BundleResult.summary_lines.
     for reason in skipped:

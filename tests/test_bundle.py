@@ -328,3 +328,14 @@ def test_bundle_rejects_metadata_of_other_model(tmp_path, int8_model):
 
 def test_run_script_comment_names_host_rows(rpi_bundle):
     assert "# Run the bundled model on rows.csv (labelled rows copied from the host" in (rpi_bundle.out_dir / "run.sh").read_text()
+
+
+def test_foreign_archive_left_alone(int8_model, tmp_path):
+    from ids_edge.bundle import bundle_from_cli
+
+    archive = tmp_path / "out.tar.gz"
+    archive.write_bytes(b"mine")
+    with pytest.raises(IdsEdgeError, match="out.tar.gz exists and is not the archive of an earlier bundle"):
+        bundle_from_cli(int8_model, "rpi", tmp_path / "out")
+    assert archive.read_bytes() == b"mine"
+    assert not (tmp_path / "out").exists()
