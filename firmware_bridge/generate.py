@@ -50,10 +50,16 @@ class FirmwareResult:
     arena_margin: float
     operators: list
     model_path: pathlib.Path
+    requested_name: str | None = None
 
     def summary_lines(self):
         """Return the lines ``ids-edge firmware`` prints."""
-        lines = [f"Wrote {len(self.files)} files to {self.out_dir} (prefix {self.prefix}):"]
+        lines = []
+        if self.requested_name is not None and self.requested_name != self.prefix:
+            lines.append(
+                f"Note: --name {self.requested_name!r} is not a valid C identifier, so the prefix is {self.prefix!r}."
+            )
+        lines.append(f"Wrote {len(self.files)} files to {self.out_dir} (prefix {self.prefix}):")
         for path in self.files:
             lines.append(f"  {path.name} ({path.stat().st_size} bytes)")
         lines.append(
@@ -151,6 +157,7 @@ def generate_firmware(
         arena_margin=float(arena_margin),
         operators=[operator.name for operator in info.operators],
         model_path=model_path,
+        requested_name=name,
     )
 
 

@@ -18,13 +18,20 @@ PATH = click.Path(path_type=pathlib.Path)
 
 
 class IdsEdgeGroup(click.Group):
-    """A click group that turns :class:`IdsEdgeError` into ``Error: ...`` and its exit code."""
+    """A click group that prints user errors as one ``Error: ...`` line with their exit code.
+
+    Covers :class:`IdsEdgeError` and click's usage errors in a command's options (exit code 2).
+    """
 
     def invoke(self, ctx):
         try:
             return super().invoke(ctx)
         except IdsEdgeError as error:
             click.echo(f"Error: {error}", err=True)
+            ctx.exit(error.exit_code)
+        except click.UsageError as error:
+            command = f"ids-edge {error.ctx.info_name}" if error.ctx is not None and error.ctx is not ctx else "ids-edge"
+            click.echo(f"Error: {error.format_message()} Run '{command} --help' for the options.", err=True)
             ctx.exit(error.exit_code)
 
 

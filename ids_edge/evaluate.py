@@ -135,7 +135,11 @@ def markdown_report(report, title, comparison=None, reference_name="Keras float3
     lines += ["", "| class | precision | recall | F1 | support |" + (" F1 change (pp) |" if comparison else ""),
               "|---|---|---|---|---|" + ("---|" if comparison else "")]
     for name, row in report["per_class"].items():
-        line = f"| {name} | {row['precision']:.4f} | {row['recall']:.4f} | {row['f1']:.4f} | {row['support']} |"
+        if row["support"] == 0:
+            # Without test rows a class's recall and F1 are undefined; macro averages leave it out.
+            line = f"| {name} | n/a | n/a | n/a (no test rows) | 0 |"
+        else:
+            line = f"| {name} | {row['precision']:.4f} | {row['recall']:.4f} | {row['f1']:.4f} | {row['support']} |"
         if comparison:
             line += f" {comparison['per_class_f1_change_pp'][name]:+.2f} |"
         lines.append(line)

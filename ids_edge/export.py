@@ -840,6 +840,11 @@ def variant_options(quantize_modes, io_types=(), all_variants=False, qat=False, 
             f"--io int8 needs --quantize int8, but --quantize is {', '.join(modes)}, which keeps float "
             "input and output. Drop --io int8 or add --quantize int8."
         )
+    if "int8" not in modes and "float" in ios:
+        raise IdsEdgeError(
+            f"--io float applies to int8 variants, but --quantize is {', '.join(modes)}, whose models always have "
+            "float input and output. Drop --io float or add --quantize int8."
+        )
     if shared.get("sparse_encoding") and "none" not in modes:
         raise IdsEdgeError("--sparse-encoding applies to the float32 variant only. Add --quantize none, or drop --sparse-encoding.")
     variants = []

@@ -271,3 +271,18 @@ def test_rerun_replaces_own_output(sample_run, tmp_path):
     again = run_cli("export", sample_run, "--out", out)
     assert again.exit_code == 0, again.output
     assert (out / "model_int8.tflite").is_file()
+
+
+@pytest.mark.parametrize(
+    ("arguments", "message"),
+    [
+        (["export", "run", "--quantize", "foo", "--out", "x"], "Error: Invalid value for '--quantize': 'foo' is not one of"),
+        (["train", "--epochs", "abc", "--out", "x"], "Error: Invalid value for '--epochs': 'abc' is not a valid integer."),
+        (["export"], "Error: Missing argument 'RUN_DIR'. Run 'ids-edge export --help' for the options."),
+    ],
+)
+def test_usage_errors_are_one_line(arguments, message):
+    result = run_cli(*arguments)
+    assert result.exit_code == 2
+    assert result.output.strip().splitlines() == [result.output.strip()]
+    assert result.output.startswith(message)

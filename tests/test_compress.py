@@ -724,3 +724,11 @@ def test_cli_all_variants_without_quantize(sample_run, tmp_path, monkeypatch):
     result = CliRunner().invoke(main, ["export", str(sample_run), "--all-variants", "--out", str(tmp_path / "out")])
     assert "stopped before converting" in result.output
     assert [variant_name(options) for options in requested] == ["none", "float16", "dynamic", "int8", "int8_float_io"]
+
+
+def test_io_float_needs_int8():
+    from ids_edge.errors import IdsEdgeError
+    from ids_edge.export import variant_options
+
+    with pytest.raises(IdsEdgeError, match="--io float applies to int8 variants, but --quantize is none"):
+        variant_options(["none"], ["float"])

@@ -244,3 +244,12 @@ def test_synthetic_export_inspect_line(synthetic_export):
 def test_real_export_not_labelled_synthetic(int8_model):
     assert metadata.read_metadata(int8_model)["synthetic_data"] is False
     assert json.loads((int8_model.parent / "export.json").read_text())["synthetic_data"] is False
+
+
+def test_class_without_test_rows_marked():
+    from ids_edge import evaluate
+
+    report = evaluate.classification_report(np.array([1, 1, 2]), np.array([1, 2, 2]), ["Benign", "Spoofing", "Recon"])
+    markdown = evaluate.markdown_report(report, "title")
+    assert "| Benign | n/a | n/a | n/a (no test rows) | 0 |" in markdown
+    assert report["macro"]["f1"] == pytest.approx((2 / 3 + 2 / 3) / 2)

@@ -1061,3 +1061,11 @@ def test_crashed_tflm_trial_returns_no_output(tmp_path, monkeypatch):
     output, log = arena.run_tflm(b"model", 4096)
     assert output is None
     assert "TFLM crashed with SIGSEGV with an arena of 4096 bytes" in log
+
+
+def test_rewritten_name_noted(int8_model, tmp_path):
+    result = generate_firmware(int8_model, tmp_path / "out", name="9 bad name")
+    assert result.summary_lines()[0] == f"Note: --name '9 bad name' is not a valid C identifier, so the prefix is {result.prefix!r}."
+
+    plain = generate_firmware(int8_model, tmp_path / "plain", name="detector")
+    assert not plain.summary_lines()[0].startswith("Note:")
