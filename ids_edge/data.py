@@ -287,6 +287,15 @@ def load_generic(data_dir, label_column, validation_fraction=0.2, test_fraction=
     if len(class_names) < 2:
         raise IdsEdgeError(f"Column {label_column!r} has only the label {class_names}: a classifier needs at least 2 classes.")
 
+    if "train" in frames:
+        train_labels = set(np.concatenate([label_values for _, label_values in frames["train"]]).tolist())
+        only_in_test = sorted(set(class_names) - train_labels)
+        if only_in_test:
+            raise IdsEdgeError(
+                f"Labels {only_in_test} of column {label_column!r} occur in {data_dir / 'test'} but not in "
+                f"{data_dir / 'train'}, so the model cannot learn them. Add training rows for them or remove their test rows."
+            )
+
     parts = {}
     for split, items in frames.items():
         features = np.concatenate([features for features, _ in items])

@@ -239,3 +239,13 @@ def test_test_rows_in_train_counted():
     test = data.Split(np.array([[1.0, 2.0], [3.0, 4.0], [3.0, 4.0], [5.0, 6.0]]), np.array([0, 0, 1, 1]))
     # [3, 4] with label 0 is not in train (there it has label 1), so 2 of the 4 test rows count.
     assert data._count_test_rows_in_train(train, test) == 2
+
+
+def test_generic_label_only_in_test(tmp_path):
+    header = "a,b,c,d,e,f,g,h,i,j,kind"
+    for split, kinds in (("train", "xy"), ("test", "xyz")):
+        (tmp_path / split).mkdir()
+        rows = [header] + [f"{i},1,2,3,4,5,6,7,8,9,{kinds[i % len(kinds)]}" for i in range(12)]
+        (tmp_path / split / "flows.csv").write_text("\n".join(rows) + "\n")
+    with pytest.raises(IdsEdgeError, match=r"Labels \['z'\] of column 'kind' occur in .*test but not in .*train"):
+        data.load_generic(tmp_path, "kind")
