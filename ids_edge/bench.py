@@ -39,7 +39,7 @@ from ids_edge._tf import quiet_native_stderr
 from ids_edge.choices import BENCH_TARGETS, IO_TYPES, QUANTIZE_MODES
 from ids_edge.errors import IdsEdgeError, MissingRuntimeError
 from ids_edge.outputs import output_dir
-from ids_edge.runtime import RUNTIMES, find_runtime
+from ids_edge.runtime import RUNTIMES, find_runtime, load_problem
 
 logger = logging.getLogger(__name__)
 
@@ -500,10 +500,9 @@ def runtime_survey(chosen):
     for name in RUNTIMES:
         if name == chosen.name:
             break
-        try:
-            find_runtime(name)
-        except MissingRuntimeError as error:
-            skipped[name] = str(error)
+        reason = load_problem(name)
+        if reason is not None:
+            skipped[name] = reason
     return skipped
 
 

@@ -38,6 +38,21 @@ def _load(name):
     return Runtime(name, tf.__version__, tf.lite.Interpreter)
 
 
+def _try_load(name):
+    try:
+        return _load(name), None
+    except (ImportError, AttributeError) as error:
+        reason = str(error) or type(error).__name__
+        if "_ARRAY_API" in reason or "numpy.core.multiarray" in reason:
+            reason += " (tflite-runtime 2.14 is built for numpy 1.x and fails under numpy 2)"
+        return None, reason
+
+
+def load_problem(name):
+    """Return why runtime ``name`` cannot be loaded, or None when it loads."""
+    return _try_load(name)[1]
+
+
 def find_runtime(preferred=None):
     """Load the first TFLite runtime that imports.
 
@@ -54,12 +69,8 @@ def find_runtime(preferred=None):
     names = RUNTIMES if preferred is None else (preferred,)
     reasons = []
     for name in names:
-        try:
-            runtime = _load(name)
-        except (ImportError, AttributeError) as error:
-            reason = str(error) or type(error).__name__
-            if "_ARRAY_API" in reason or "numpy.core.multiarray" in reason:
-                reason += " (tflite-runtime 2.14 is built for numpy 1.x and fails under numpy 2)"
+        runtime, reason = _try_load(name)
+        if runtime is None:
             logger.debug("Runtime %s skipped: %s", name, reason)
             reasons.append(f"{name}: {reason}")
             continue

@@ -226,16 +226,17 @@ def test_import_needs_host_report(tmp_path):
 
 
 def test_runtime_survey_keeps_skip_reasons(monkeypatch):
-    reason = "tflite-runtime: numpy.core.multiarray failed to import (tflite-runtime 2.14 is built for numpy 1.x and fails under numpy 2)"
+    reason = "numpy.core.multiarray failed to import (tflite-runtime 2.14 is built for numpy 1.x and fails under numpy 2)"
 
-    def fake_find_runtime(name=None):
-        raise MissingRuntimeError(f"No TFLite runtime could be loaded ({reason}).")
+    def fake_load_problem(name):
+        return None if name == "ai-edge-litert" else reason
 
-    monkeypatch.setattr(bench, "find_runtime", fake_find_runtime)
+    monkeypatch.setattr(bench, "load_problem", fake_load_problem)
     chosen = runtime.Runtime("tensorflow", "2.21.0", object)
     skipped = bench.runtime_survey(chosen)
-    assert list(skipped) == ["ai-edge-litert", "tflite-runtime"]
+    assert list(skipped) == ["tflite-runtime"]
     assert "fails under numpy 2" in skipped["tflite-runtime"]
+    assert "--runtime" not in skipped["tflite-runtime"]
 
 
 def test_cli_bench_writes_report(int8_model, tmp_path):
