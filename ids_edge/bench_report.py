@@ -197,7 +197,12 @@ def _ratios(report):
         for reference in references:
             if reference is candidate:
                 continue
-            modes = ("predict", "call") if reference["kind"] == "keras" else ("invoke" if reference["kind"] == "tflite" else "predict",)
+            if reference["kind"] == "keras":
+                modes = ("predict", "call")
+            elif reference["kind"] == "tflite":
+                modes = ("invoke",)
+            else:
+                modes = ("predict",)
             for mode in modes:
                 lines.append(_ratio_line(candidate, reference, mode))
     lines.append("")

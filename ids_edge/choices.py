@@ -13,7 +13,5 @@ TARGETS = ("rpi", "coral")
 """Devices that ``ids-edge bundle`` prepares a folder for."""
 
 BENCH_TARGETS = ("host", "coral")
-"""What ``ids-edge bench --target`` measures: the host CPU alone, or also Coral Edge TPU readiness."""
+"""Targets of ``ids-edge bench``: the host CPU alone, or the host CPU plus Coral Edge TPU readiness."""
 
-SCHEMAS = ("v45", "v39")
-"""CICIoMT2024 CSV column schemas: the first release (45 features) and the revised one (39)."""

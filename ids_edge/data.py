@@ -26,9 +26,6 @@ logger = logging.getLogger(__name__)
 SAMPLE_DATA_DIR = pathlib.Path(__file__).parent / "sample_data"
 """Real CICIoMT2024 rows bundled with the package (Benign and ARP_Spoofing only)."""
 
-CSV_SUFFIX = ".pcap.csv"
-
-
 @dataclasses.dataclass
 class Split:
     """Raw features (float64, shape (rows, features)) and integer class indices."""
@@ -133,7 +130,7 @@ def _count_non_finite(features, split_name, report):
     report[f"{split_name}_nan_cells"] = int(np.isnan(features).sum())
 
 
-def _stratified_validation(train, validation_fraction, seed, class_names, option="--validation-fraction"):
+def _stratified_split(train, validation_fraction, seed, class_names, option="--validation-fraction"):
     if not 0 < validation_fraction < 1:
         raise IdsEdgeError(f"Invalid option {option} {validation_fraction}: use a number between 0 and 1, such as 0.2.")
 
@@ -181,7 +178,7 @@ def _row_hashes(split):
 
 def _count_test_rows_in_train(train, test):
     # 64-bit row hashes keep this cheap on the full download (1.6 M test against 7.2 M training
-    # rows); a hash collision could only overcount, and this number is only reported.
+    # rows). A hash collision could only overcount, and the count is only reported.
     return int(np.isin(_row_hashes(test), _row_hashes(train)).sum())
 
 
@@ -304,7 +301,7 @@ def load_generic(data_dir, label_column, validation_fraction=0.2, test_fraction=
 
     if "all" in parts:
         everything = Split(parts["all"][0][0], parts["all"][1][0])
-        train, test = _stratified_validation(everything, test_fraction, seed + 1, class_names, "--test-fraction")
+        train, test = _stratified_split(everything, test_fraction, seed + 1, class_names, "--test-fraction")
         parts = {"train": ([train.features], [train.labels]), "test": ([test.features], [test.labels])}
 
     report = {
@@ -327,7 +324,7 @@ def _build_dataset(parts, feature_names, class_names, schema, task, report, vali
         splits[split] = _limit_rows_per_class(Split(features, label_indices), max_rows_per_class, seed)
 
     report["test_rows_also_in_train"] = _count_test_rows_in_train(splits["train"], splits["test"])
-    train, validation = _stratified_validation(splits["train"], validation_fraction, seed, class_names)
+    train, validation = _stratified_split(splits["train"], validation_fraction, seed, class_names)
     report["class_rows"] = {
         name: {
             "train": int((train.labels == index).sum()),

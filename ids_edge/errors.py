@@ -4,7 +4,7 @@
 class IdsEdgeError(Exception):
     """An error in the user's input or environment, reported without a traceback.
 
-    The message says what failed, on which file, line, column or option value, and what to do.
+    The message names what failed, on which file, line, column or option value, and what to do.
     """
 
     exit_code = 2

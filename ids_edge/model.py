@@ -6,6 +6,9 @@ import math
 from ids_edge._tf import import_tensorflow
 from ids_edge.errors import IdsEdgeError
 
+MIN_FEATURES = 10
+"""Fewest input features the architecture accepts: two valid convolutions (k3) and two poolings (2)."""
+
 MAX_SEED = 2**32 - 1
 
 
@@ -78,8 +81,3 @@ def build_model(feature_count, class_count, learning_rate=0.001):
         metrics=["accuracy"],
     )
     return model
-
-
-def min_feature_count():
-    """Return the fewest features the architecture accepts (two valid convolutions and poolings)."""
-    return 10

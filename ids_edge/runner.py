@@ -600,9 +600,9 @@ def time_invocations(interpreter, inputs: np.ndarray, warmup: int, runs: int, af
 def latency_stats(elapsed_ns, batch_size: int, warmup_ns=()) -> LatencyStats:
     """Summarize per-call times in nanoseconds as per-flow latency in microseconds.
 
-    One sample per call divided by the flows in the call, population standard deviation, linear
-    percentiles; the first warm-up call and the warm-up mean are reported apart (None without
-    warm-up).
+    Each call's time is divided by the flows in the call. The standard deviation is the
+    population one and percentiles are linear. The first warm-up call and the warm-up mean are
+    reported apart, and are None without warm-up.
     """
     per_flow_us = np.asarray(elapsed_ns, dtype=np.float64) / 1000.0 / batch_size
     warmup_us = np.asarray(warmup_ns, dtype=np.float64) / 1000.0 / batch_size

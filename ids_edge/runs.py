@@ -46,8 +46,8 @@ class DataSource:
 def choose_data_source(data_dir=None, task=None, label_column=None, test_fraction=None):
     """Pick the data source and task from the ``train`` options.
 
-    Without ``data_dir`` the bundled sample is used (task 2 only); with ``label_column`` the
-    folder is read in generic mode; otherwise it is a CICIoMT2024 download (task 19 by default).
+    Without ``data_dir`` the bundled sample is used, for task 2 only. With ``label_column`` the
+    folder is read in generic mode. Otherwise it is a CICIoMT2024 download, task 19 by default.
 
     Returns:
         ``(DataSource, task)``; ``task`` is None in generic mode, where the column sets the classes.

@@ -11,7 +11,7 @@ from ids_edge import evaluate, runs
 from ids_edge._tf import import_tensorflow
 from ids_edge.errors import IdsEdgeError
 from ids_edge.metadata import write_json_atomic
-from ids_edge.model import build_model, min_feature_count
+from ids_edge.model import MIN_FEATURES, build_model
 from ids_edge.outputs import output_dir
 from ids_edge.preprocess import Preprocessor
 from ids_edge.synthetic import data_label
@@ -148,8 +148,8 @@ def _write_history(folder, history):
 
 def _check_options(options, dataset):
     options.validate()
-    if len(dataset.feature_names) < min_feature_count():
+    if len(dataset.feature_names) < MIN_FEATURES:
         raise IdsEdgeError(
             f"The data has {len(dataset.feature_names)} feature columns, but the CNN needs at least "
-            f"{min_feature_count()} (two convolutions and two poolings). Add feature columns."
+            f"{MIN_FEATURES} (two convolutions and two poolings). Add feature columns."
         )

@@ -19,7 +19,7 @@ fi
 .venv/bin/python -m pip install --quiet -e '.[test]'
 
 # Cross compilers let the firmware tests build the generated C for 32-bit Arm and aarch64 and run
-# it under qemu-user; without them those builds are skipped with the reason.
+# it under qemu-user. Without them those builds are skipped, and the skip gives the reason.
 if [ "$(id -u)" -eq 0 ] && command -v apt-get >/dev/null; then
     missing=""
     for tool in aarch64-linux-gnu-gcc:gcc-aarch64-linux-gnu arm-linux-gnueabihf-gcc:gcc-arm-linux-gnueabihf; do

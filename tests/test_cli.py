@@ -286,3 +286,11 @@ def test_usage_errors_are_one_line(arguments, message):
     assert result.exit_code == 2
     assert result.output.strip().splitlines() == [result.output.strip()]
     assert result.output.startswith(message)
+
+
+def test_unwritable_out_parent(tmp_path):
+    # /proc accepts no new folders, even for root, so creating the temporary folder fails.
+    result = run_cli("train", "--out", "/proc/ids-edge-run", "--epochs", 1)
+    assert result.exit_code == 2
+    assert "Error: Cannot write into /proc:" in result.output
+    assert "Traceback" not in result.output
